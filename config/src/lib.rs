@@ -1,0 +1,780 @@
+//! hubify-edge configuration: TOML in, a validated, typed [`Config`] out.
+//!
+//! The file surface ([`surface`]) mirrors the TOML with unknown keys refused; [`Config::from_toml`]
+//! checks every cross-field rule and converts into types that cannot hold a bad listener, route or
+//! path rule. Every error names the file and the key (`paths[1].prefix`). This crate does no I/O
+//! beyond reading the file it is handed ([`Config::from_file`]), never touches the network and
+//! never panics on input.
+
+mod duration;
+mod route;
+pub mod surface;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::{parse_duration, ConfDuration};
+pub use route::{is_valid_label, Route, RouteError};
+pub use surface::{Dispatch, DnsProvider, Fallback, LogFormat};
+
+/// The configuration the router runs on when no `--config` is given: local development, one
+/// static route, a self-signed certificate, loopback listeners.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/local.toml");
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.file, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lower-case, no trailing dot: `hubify.com`.
+    pub domain: String,
+    pub server: Server,
+    pub listeners: Listeners,
+    pub ops: Option<SocketAddr>,
+    pub tls: Tls,
+    pub upstream: Upstream,
+    pub redis: Option<Redis>,
+    pub routes: Routes,
+    /// Sorted longest prefix first, so the first match is the longest.
+    pub paths: Vec<PathRule>,
+    /// `"@"` is the apex; other keys are reserved labels.
+    pub reserved: BTreeMap<String, Reserved>,
+    pub fly: Fly,
+    pub replay: Replay,
+    pub acme: Option<Acme>,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    pub https: Option<HttpsListener>,
+    pub http: Option<HttpListener>,
+    pub redirect: Option<RedirectListener>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub address: SocketAddr,
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpListener {
+    pub address: SocketAddr,
+    pub dispatch: Dispatch,
+    /// Trust Fly's edge headers for the client IP and scheme.
+    pub behind_fly: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedirectListener {
+    pub address: SocketAddr,
+    pub https_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    SelfSigned,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        reload_interval: Duration,
+    },
+    Acme,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub source: TlsSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub keepalive_pool: usize,
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pub url: String,
+    pub key_prefix: String,
+    pub command_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteStore {
+    /// Label → route, from the file.
+    Static(Vec<(String, Route)>),
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub store: RouteStore,
+    pub cache_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_stale: Duration,
+    pub cache_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    /// Starts with `/`; no trailing `/` except for the root rule itself.
+    pub prefix: String,
+    pub port: u16,
+    pub strip_prefix: bool,
+    /// For long-lived connections (WebSockets): the idle timeout on both sides.
+    pub idle_timeout: Option<Duration>,
+    /// Bounded name for metrics and logs (`terminal`, `dashboard`, `gateway`).
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Reserved {
+    Redirect(String),
+    Upstream(SocketAddr),
+}
+
+#[derive(Debug, Clone)]
+pub struct Fly {
+    pub internal_dns: SocketAddr,
+    pub machines_api: String,
+    pub wake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub timeout: Option<Duration>,
+    pub fallback: Option<Fallback>,
+    /// Zero: no replay cache headers.
+    pub cache_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Acme {
+    pub directory: String,
+    pub contact: Vec<String>,
+    pub names: Vec<String>,
+    pub state_dir: PathBuf,
+    pub ca_bundle: Option<PathBuf>,
+    pub dns: AcmeDns,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcmeDns {
+    pub provider: DnsProvider,
+    pub server: Option<SocketAddr>,
+    pub zone: Option<String>,
+    pub tsig_key_name: Option<String>,
+    pub tsig_algorithm: String,
+    pub zone_id: Option<String>,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+    pub access: bool,
+}
+
+fn d(v: Option<ConfDuration>, default: Duration) -> Duration {
+    v.map(|c| c.0).unwrap_or(default)
+}
+
+/// Default name of a path rule for metrics: the first segment, `gateway` for the root.
+fn default_rule_name(prefix: &str) -> String {
+    let first = prefix.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first.is_empty() {
+        "gateway".to_string()
+    } else {
+        first.to_string()
+    }
+}
+
+impl Config {
+    /// Reads and validates a file. Errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::from_toml(&text, &file)
+    }
+
+    /// The embedded local-development configuration.
+    pub fn embedded_default() -> Result<Config, ConfigError> {
+        Config::from_toml(EMBEDDED_DEFAULT, "<embedded default config>")
+    }
+
+    /// Parses and validates TOML text; `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let raw: surface::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError {
+                file: file.to_string(),
+                key: if key == "." { String::new() } else { key },
+                message: inner.to_string().trim().to_string(),
+            }
+        })?;
+        Validator { file }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self, raw: surface::File) -> Result<Config, ConfigError> {
+        let domain = raw.domain.trim_end_matches('.').to_ascii_lowercase();
+        if domain.is_empty()
+            || domain.len() > 253
+            || !domain.contains('.')
+            || !domain.split('.').all(is_valid_label)
+        {
+            return Err(self.err(
+                "domain",
+                format!("{:?} is not a DNS name with at least two labels", raw.domain),
+            ));
+        }
+
+        let threads = raw.server.threads.unwrap_or(2);
+        if threads == 0 || threads > 1024 {
+            return Err(self.err("server.threads", "must be between 1 and 1024"));
+        }
+        let server = Server {
+            threads,
+            grace_period: d(raw.server.grace_period, Duration::from_secs(5)),
+            shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
+        };
+
+        let listeners = self.listeners(raw.listeners)?;
+        let ops = raw.ops.map(|o| o.address);
+        let tls = self.tls(raw.tls)?;
+
+        let upstream = Upstream {
+            connect_timeout: d(raw.upstream.connect_timeout, Duration::from_secs(2)),
+            read_timeout: d(raw.upstream.read_timeout, Duration::from_secs(60)),
+            write_timeout: d(raw.upstream.write_timeout, Duration::from_secs(60)),
+            keepalive_pool: raw.upstream.keepalive_pool.unwrap_or(128),
+            keepalive_timeout: d(raw.upstream.keepalive_timeout, Duration::from_secs(60)),
+        };
+        for (key, v) in [
+            ("upstream.connect_timeout", upstream.connect_timeout),
+            ("upstream.read_timeout", upstream.read_timeout),
+            ("upstream.write_timeout", upstream.write_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(self.err(key, "must be greater than zero"));
+            }
+        }
+
+        let redis = match raw.redis {
+            None => None,
+            Some(r) => {
+                if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                    return Err(self.err(
+                        "redis.url",
+                        format!("{:?} must start with redis:// or rediss://", r.url),
+                    ));
+                }
+                let key_prefix = r.key_prefix.unwrap_or_else(|| "hubify".into());
+                if key_prefix.is_empty()
+                    || !key_prefix
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+                {
+                    return Err(self.err(
+                        "redis.key_prefix",
+                        "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                Some(Redis {
+                    url: r.url,
+                    key_prefix,
+                    command_timeout: d(r.command_timeout, Duration::from_millis(50)),
+                    connect_timeout: d(r.connect_timeout, Duration::from_millis(500)),
+                })
+            }
+        };
+
+        let routes = self.routes(raw.routes, redis.is_some())?;
+        let paths = self.paths(raw.paths)?;
+        let reserved = self.reserved(raw.reserved)?;
+
+        let fly = Fly {
+            internal_dns: raw
+                .fly
+                .internal_dns
+                .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0xfdaa, 0, 0, 0, 0, 0, 0, 3]), 53)),
+            machines_api: raw
+                .fly
+                .machines_api
+                .unwrap_or_else(|| "http://_api.internal:4280".into()),
+            wake_timeout: d(raw.fly.wake_timeout, Duration::from_secs(20)),
+        };
+        if !(fly.machines_api.starts_with("http://") || fly.machines_api.starts_with("https://"))
+        {
+            return Err(self.err(
+                "fly.machines_api",
+                "must be an http:// or https:// URL",
+            ));
+        }
+
+        let replay = Replay {
+            timeout: raw.replay.timeout.map(|c| c.0),
+            fallback: raw.replay.fallback,
+            cache_ttl: d(raw.replay.cache_ttl, Duration::ZERO),
+        };
+        if !replay.cache_ttl.is_zero() && replay.cache_ttl < Duration::from_secs(10) {
+            return Err(self.err(
+                "replay.cache_ttl",
+                "Fly requires a replay cache TTL of at least 10s (or 0s to disable)",
+            ));
+        }
+        if let Some(t) = replay.timeout {
+            if t.is_zero() {
+                return Err(self.err("replay.timeout", "must be greater than zero"));
+            }
+        }
+
+        let acme = match raw.acme {
+            None => None,
+            Some(a) => Some(self.acme(a, &domain)?),
+        };
+        if matches!(tls.source, TlsSource::Acme) && acme.is_none() {
+            return Err(self.err("acme", "tls.source = \"acme\" needs an [acme] section"));
+        }
+
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        let log = Log {
+            format: raw.log.format.unwrap_or_default(),
+            level,
+            access: raw.log.access.unwrap_or(true),
+        };
+
+        Ok(Config {
+            domain,
+            server,
+            listeners,
+            ops,
+            tls,
+            upstream,
+            redis,
+            routes,
+            paths,
+            reserved,
+            fly,
+            replay,
+            acme,
+            log,
+        })
+    }
+
+    fn listeners(&self, raw: surface::Listeners) -> Result<Listeners, ConfigError> {
+        let https = match raw.https {
+            None => None,
+            Some(h) => {
+                if let Some(dispatch) = h.dispatch {
+                    if dispatch != Dispatch::Forward {
+                        return Err(self.err(
+                            "listeners.https.dispatch",
+                            "the TLS listener can only forward: fly-replay is honoured only \
+                             behind Fly's http handler (use it on listeners.http)",
+                        ));
+                    }
+                }
+                Some(HttpsListener {
+                    address: h.address,
+                    proxy_protocol: h.proxy_protocol,
+                })
+            }
+        };
+        let http = raw.http.map(|h| {
+            let dispatch = h.dispatch.unwrap_or(Dispatch::Forward);
+            HttpListener {
+                address: h.address,
+                dispatch,
+                // Replay only makes sense behind Fly's http handler, so trust its headers there.
+                behind_fly: h.behind_fly.unwrap_or(dispatch != Dispatch::Forward),
+            }
+        });
+        let redirect = raw.redirect.map(|r| RedirectListener {
+            address: r.address,
+            https_port: r.https_port.unwrap_or(443),
+        });
+        if https.is_none() && http.is_none() {
+            return Err(self.err(
+                "listeners",
+                "at least one of [listeners.https] and [listeners.http] is needed",
+            ));
+        }
+        if let Some(r) = &redirect {
+            if r.https_port == 0 {
+                return Err(self.err("listeners.redirect.https_port", "must not be 0"));
+            }
+        }
+        let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+        for (addr, key) in [
+            (https.as_ref().map(|l| l.address), "listeners.https.address"),
+            (http.as_ref().map(|l| l.address), "listeners.http.address"),
+            (redirect.as_ref().map(|l| l.address), "listeners.redirect.address"),
+        ] {
+            let Some(addr) = addr else { continue };
+            if addr.port() != 0 {
+                if let Some((_, other)) = seen.iter().find(|(a, _)| *a == addr) {
+                    return Err(self.err(key, format!("{addr} is already used by `{other}`")));
+                }
+            }
+            seen.push((addr, key));
+        }
+        Ok(Listeners {
+            https,
+            http,
+            redirect,
+        })
+    }
+
+    fn tls(&self, raw: surface::Tls) -> Result<Tls, ConfigError> {
+        let source = raw.source.unwrap_or(surface::TlsSource::SelfSigned);
+        let source = match source {
+            surface::TlsSource::SelfSigned => {
+                self.no_files(&raw.cert, &raw.key, "self-signed")?;
+                TlsSource::SelfSigned
+            }
+            surface::TlsSource::Acme => {
+                self.no_files(&raw.cert, &raw.key, "acme")?;
+                TlsSource::Acme
+            }
+            surface::TlsSource::Files => {
+                let cert = raw
+                    .cert
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| self.err("tls.cert", "missing: tls.source = \"files\" needs the PEM chain path"))?;
+                let key = raw
+                    .key
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| self.err("tls.key", "missing: tls.source = \"files\" needs the PEM key path"))?;
+                let reload_interval = d(raw.reload_interval, Duration::from_secs(1));
+                if reload_interval.is_zero() {
+                    return Err(self.err("tls.reload_interval", "must be greater than zero"));
+                }
+                TlsSource::Files {
+                    cert: cert.into(),
+                    key: key.into(),
+                    reload_interval,
+                }
+            }
+        };
+        Ok(Tls { source })
+    }
+
+    fn no_files(
+        &self,
+        cert: &Option<String>,
+        key: &Option<String>,
+        source: &str,
+    ) -> Result<(), ConfigError> {
+        if cert.is_some() {
+            return Err(self.err(
+                "tls.cert",
+                format!("only used with tls.source = \"files\" (source is \"{source}\")"),
+            ));
+        }
+        if key.is_some() {
+            return Err(self.err(
+                "tls.key",
+                format!("only used with tls.source = \"files\" (source is \"{source}\")"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn routes(&self, raw: surface::Routes, has_redis: bool) -> Result<Routes, ConfigError> {
+        let store = raw.store.unwrap_or(surface::Store::Static);
+        let store = match store {
+            surface::Store::Redis => {
+                if !has_redis {
+                    return Err(self.err(
+                        "routes.store",
+                        "\"redis\" needs a [redis] section with its url",
+                    ));
+                }
+                if !raw.static_routes.is_empty() {
+                    return Err(self.err(
+                        "routes.static",
+                        "static routes are only used with routes.store = \"static\"",
+                    ));
+                }
+                RouteStore::Redis
+            }
+            surface::Store::Static => {
+                let mut seen = HashSet::new();
+                let mut out = Vec::with_capacity(raw.static_routes.len());
+                for (i, r) in raw.static_routes.into_iter().enumerate() {
+                    if !is_valid_label(&r.label) {
+                        return Err(self.err(
+                            format!("routes.static[{i}].label"),
+                            format!(
+                                "{:?} is not one lower-case DNS label (a-z, 0-9, '-', at most 63)",
+                                r.label
+                            ),
+                        ));
+                    }
+                    if !seen.insert(r.label.clone()) {
+                        return Err(self.err(
+                            format!("routes.static[{i}].label"),
+                            format!("duplicate label {:?}", r.label),
+                        ));
+                    }
+                    let route = Route::new(
+                        r.app.as_deref(),
+                        r.machine_id.as_deref(),
+                        r.region.as_deref(),
+                        r.address.as_deref(),
+                    )
+                    .map_err(|e| {
+                        self.err(format!("routes.static[{i}].{}", e.field), e.message)
+                    })?;
+                    out.push((r.label, route));
+                }
+                RouteStore::Static(out)
+            }
+        };
+        let routes = Routes {
+            store,
+            cache_ttl: d(raw.cache_ttl, Duration::from_secs(30)),
+            negative_ttl: d(raw.negative_ttl, Duration::from_secs(5)),
+            max_stale: d(raw.max_stale, Duration::from_secs(3600)),
+            cache_capacity: raw.cache_capacity.unwrap_or(100_000),
+        };
+        if routes.cache_capacity == 0 {
+            return Err(self.err("routes.cache_capacity", "must be at least 1"));
+        }
+        if routes.cache_ttl.is_zero() {
+            return Err(self.err("routes.cache_ttl", "must be greater than zero"));
+        }
+        Ok(routes)
+    }
+
+    fn paths(&self, raw: Option<Vec<surface::Path>>) -> Result<Vec<PathRule>, ConfigError> {
+        let raw = raw.unwrap_or_else(|| {
+            vec![
+                surface::Path {
+                    prefix: "/terminal".into(),
+                    port: 8080,
+                    strip_prefix: true,
+                    idle_timeout: Some(ConfDuration(Duration::from_secs(3600))),
+                    name: None,
+                },
+                surface::Path {
+                    prefix: "/dashboard".into(),
+                    port: 3001,
+                    strip_prefix: false,
+                    idle_timeout: None,
+                    name: None,
+                },
+                surface::Path {
+                    prefix: "/".into(),
+                    port: 3000,
+                    strip_prefix: false,
+                    idle_timeout: None,
+                    name: None,
+                },
+            ]
+        });
+        let mut rules: Vec<PathRule> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let key = |f: &str| format!("paths[{i}].{f}");
+            if !p.prefix.starts_with('/') {
+                return Err(self.err(key("prefix"), format!("{:?} must start with '/'", p.prefix)));
+            }
+            if p.prefix.bytes().any(|c| c <= b' ' || c == 0x7f || c == b'?' || c == b'#') {
+                return Err(self.err(
+                    key("prefix"),
+                    format!("{:?} may not contain spaces, control characters, '?' or '#'", p.prefix),
+                ));
+            }
+            let prefix = if p.prefix.len() > 1 {
+                p.prefix.trim_end_matches('/').to_string()
+            } else {
+                p.prefix.clone()
+            };
+            if prefix.is_empty() {
+                return Err(self.err(key("prefix"), "must not be only slashes; use \"/\""));
+            }
+            if p.port == 0 {
+                return Err(self.err(key("port"), "must be between 1 and 65535"));
+            }
+            if let Some(t) = p.idle_timeout {
+                if t.0.is_zero() {
+                    return Err(self.err(key("idle_timeout"), "must be greater than zero"));
+                }
+            }
+            let name = match p.name {
+                Some(n) => {
+                    if n.is_empty()
+                        || n.len() > 32
+                        || !n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                    {
+                        return Err(self.err(key("name"), "must be 1-32 of a-z, 0-9, '_', '-'"));
+                    }
+                    n
+                }
+                None => default_rule_name(&prefix),
+            };
+            if let Some(j) = rules.iter().position(|r| r.prefix == prefix) {
+                return Err(self.err(
+                    key("prefix"),
+                    format!("{prefix:?} is already the prefix of paths[{j}]"),
+                ));
+            }
+            rules.push(PathRule {
+                prefix,
+                port: p.port,
+                strip_prefix: p.strip_prefix,
+                idle_timeout: p.idle_timeout.map(|c| c.0),
+                name,
+            });
+        }
+        if rules.is_empty() {
+            return Err(self.err("paths", "at least one path rule is needed (prefix \"/\")"));
+        }
+        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(rules)
+    }
+
+    fn reserved(
+        &self,
+        raw: BTreeMap<String, surface::Reserved>,
+    ) -> Result<BTreeMap<String, Reserved>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (label, r) in raw {
+            let key = format!("reserved.{label}");
+            if label != "@" && !is_valid_label(&label) {
+                return Err(self.err(&key, "must be \"@\" (the apex) or one lower-case DNS label"));
+            }
+            let v = match (r.redirect, r.upstream) {
+                (Some(url), None) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(self.err(format!("{key}.redirect"), "must be an http(s):// URL"));
+                    }
+                    Reserved::Redirect(url.trim_end_matches('/').to_string())
+                }
+                (None, Some(addr)) => Reserved::Upstream(addr),
+                _ => {
+                    return Err(self.err(&key, "needs exactly one of `redirect` and `upstream`"))
+                }
+            };
+            out.insert(label, v);
+        }
+        Ok(out)
+    }
+
+    fn acme(&self, a: surface::Acme, domain: &str) -> Result<Acme, ConfigError> {
+        if !a.directory.starts_with("https://") && !a.directory.starts_with("http://") {
+            return Err(self.err("acme.directory", "must be an https:// URL"));
+        }
+        let names = a
+            .names
+            .unwrap_or_else(|| vec![format!("*.{domain}"), domain.to_string()]);
+        if names.is_empty() {
+            return Err(self.err("acme.names", "must name at least one DNS name"));
+        }
+        for (i, n) in names.iter().enumerate() {
+            let bare = n.strip_prefix("*.").unwrap_or(n);
+            if !bare.split('.').all(is_valid_label) {
+                return Err(self.err(format!("acme.names[{i}]"), format!("{n:?} is not a DNS name")));
+            }
+        }
+        let dns = a.dns;
+        match dns.provider {
+            DnsProvider::Rfc2136 => {
+                if dns.server.is_none() {
+                    return Err(self.err("acme.dns.server", "missing: the rfc2136 provider needs the DNS server address"));
+                }
+                if dns.zone.is_none() {
+                    return Err(self.err("acme.dns.zone", "missing: the rfc2136 provider needs the zone"));
+                }
+                if dns.tsig_key_name.is_none() {
+                    return Err(self.err("acme.dns.tsig_key_name", "missing: the rfc2136 provider needs a TSIG key name"));
+                }
+            }
+            DnsProvider::Cloudflare => {
+                if dns.zone_id.is_none() {
+                    return Err(self.err("acme.dns.zone_id", "missing: the cloudflare provider needs the zone id"));
+                }
+            }
+        }
+        let tsig_algorithm = dns.tsig_algorithm.unwrap_or_else(|| "hmac-sha256".into());
+        if !matches!(tsig_algorithm.as_str(), "hmac-sha256" | "hmac-sha512") {
+            return Err(self.err(
+                "acme.dns.tsig_algorithm",
+                "must be \"hmac-sha256\" or \"hmac-sha512\"",
+            ));
+        }
+        Ok(Acme {
+            directory: a.directory,
+            contact: a.contact,
+            names,
+            state_dir: a.state_dir.into(),
+            ca_bundle: a.ca_bundle.map(Into::into),
+            dns: AcmeDns {
+                provider: dns.provider,
+                server: dns.server,
+                zone: dns.zone,
+                tsig_key_name: dns.tsig_key_name,
+                tsig_algorithm,
+                zone_id: dns.zone_id,
+                api_base: dns.api_base,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

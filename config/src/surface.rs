@@ -1,0 +1,249 @@
+//! The file as written: serde structs that mirror the TOML, every table `deny_unknown_fields`.
+//! Nothing here is trusted; [`crate::Config::from_toml`] turns it into the validated model.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::duration::ConfDuration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub domain: String,
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub listeners: Listeners,
+    pub ops: Option<Ops>,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub upstream: Upstream,
+    pub redis: Option<Redis>,
+    #[serde(default)]
+    pub routes: Routes,
+    pub paths: Option<Vec<Path>>,
+    #[serde(default)]
+    pub reserved: BTreeMap<String, Reserved>,
+    #[serde(default)]
+    pub fly: Fly,
+    #[serde(default)]
+    pub replay: Replay,
+    pub acme: Option<Acme>,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub threads: Option<usize>,
+    pub grace_period: Option<ConfDuration>,
+    pub shutdown_timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    pub https: Option<HttpsListener>,
+    pub http: Option<HttpListener>,
+    pub redirect: Option<RedirectListener>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dispatch {
+    Forward,
+    Replay,
+    Auto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsListener {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    pub dispatch: Option<Dispatch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    pub address: SocketAddr,
+    pub dispatch: Option<Dispatch>,
+    /// Trust Fly's edge headers (`Fly-Client-IP`, `X-Forwarded-Proto`) on this listener.
+    pub behind_fly: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectListener {
+    pub address: SocketAddr,
+    pub https_port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ops {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsSource {
+    SelfSigned,
+    Files,
+    Acme,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub source: Option<TlsSource>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub reload_interval: Option<ConfDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub connect_timeout: Option<ConfDuration>,
+    pub read_timeout: Option<ConfDuration>,
+    pub write_timeout: Option<ConfDuration>,
+    pub keepalive_pool: Option<usize>,
+    pub keepalive_timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: String,
+    pub key_prefix: Option<String>,
+    pub command_timeout: Option<ConfDuration>,
+    pub connect_timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    Static,
+    Redis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routes {
+    pub store: Option<Store>,
+    pub cache_ttl: Option<ConfDuration>,
+    pub negative_ttl: Option<ConfDuration>,
+    pub max_stale: Option<ConfDuration>,
+    pub cache_capacity: Option<usize>,
+    #[serde(default, rename = "static")]
+    pub static_routes: Vec<StaticRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    pub label: String,
+    pub address: Option<String>,
+    pub app: Option<String>,
+    pub machine_id: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Path {
+    pub prefix: String,
+    pub port: u16,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub idle_timeout: Option<ConfDuration>,
+    pub name: Option<String>,
+}
+
+/// The apex (`@`) or a reserved label (`www`, `api`): not a workspace.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reserved {
+    /// 308 to this URL prefix (path and query appended).
+    pub redirect: Option<String>,
+    /// Or forward to this fixed upstream (`ip:port`).
+    pub upstream: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fly {
+    pub internal_dns: Option<SocketAddr>,
+    pub machines_api: Option<String>,
+    pub wake_timeout: Option<ConfDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    ForceSelf,
+    PreferSelf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    pub timeout: Option<ConfDuration>,
+    pub fallback: Option<Fallback>,
+    pub cache_ttl: Option<ConfDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub directory: String,
+    #[serde(default)]
+    pub contact: Vec<String>,
+    pub names: Option<Vec<String>>,
+    pub state_dir: String,
+    pub ca_bundle: Option<String>,
+    pub dns: AcmeDns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProvider {
+    Rfc2136,
+    Cloudflare,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeDns {
+    pub provider: DnsProvider,
+    pub server: Option<SocketAddr>,
+    pub zone: Option<String>,
+    pub tsig_key_name: Option<String>,
+    pub tsig_algorithm: Option<String>,
+    pub zone_id: Option<String>,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+    /// One access-log line per request (default on).
+    pub access: Option<bool>,
+}

@@ -1,0 +1,123 @@
+use super::*;
+
+const MIN: &str = r#"
+domain = "hubify.test"
+[listeners.http]
+address = "127.0.0.1:8080"
+"#;
+
+fn err(toml: &str) -> ConfigError {
+    match Config::from_toml(toml, "t.toml") {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+fn with(extra: &str) -> String {
+    format!("{MIN}\n{extra}")
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = Config::embedded_default().unwrap();
+    assert_eq!(c.domain, "hubify.localhost");
+    assert!(c.listeners.https.is_some());
+    assert!(matches!(c.tls.source, TlsSource::SelfSigned));
+    assert!(matches!(&c.routes.store, RouteStore::Static(r) if r[0].0 == "alice"));
+    // Longest prefix first.
+    assert_eq!(c.paths[0].prefix, "/dashboard");
+    assert_eq!(c.paths.last().map(|p| p.prefix.as_str()), Some("/"));
+    assert_eq!(c.paths[1].name, "terminal");
+}
+
+#[test]
+fn minimal_has_defaults() {
+    let c = Config::from_toml(MIN, "t.toml").unwrap();
+    assert_eq!(c.paths.len(), 3);
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.fly.internal_dns.to_string(), "[fdaa::3]:53");
+    assert_eq!(c.listeners.http.as_ref().map(|h| h.dispatch), Some(Dispatch::Forward));
+}
+
+#[test]
+fn unknown_keys_name_their_path() {
+    let e = err(&with("colour = 1"));
+    assert!(e.message.contains("unknown field"), "{e}");
+    let e = err(&with("[tls]\nsource = \"self-signed\"\ncerts = \"x\""));
+    assert_eq!(e.key, "tls.certs");
+    assert!(e.message.contains("certs"), "{e}");
+    let e = err(&with("[[paths]]\nprefix = \"/\"\nport = 1\nstrip = true"));
+    assert!(e.key.starts_with("paths"), "{e}");
+    assert!(e.to_string().starts_with("t.toml: "), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[upstream]\nconnect_timeout = \"5 parsecs\"", "upstream.connect_timeout"),
+        ("[upstream]\nconnect_timeout = 5", "upstream.connect_timeout"),
+        ("[listeners.https]\naddress = \"127.0.0.1:1\"\ndispatch = \"replay\"", "listeners.https.dispatch"),
+        ("[listeners.https]\naddress = \"127.0.0.1:1\"\ndispatch = \"teleport\"", "listeners.https.dispatch"),
+        ("[listeners.https]\naddress = \"localhost\"", "listeners.https.address"),
+        ("[listeners.https]\naddress = \"127.0.0.1:8080\"", "listeners.http.address"),
+        ("[[routes.static]]\nlabel = \"alice\"\naddress = \"not-an-ip\"", "routes.static[0].address"),
+        ("[[routes.static]]\nlabel = \"-bad\"\naddress = \"127.0.0.1\"", "routes.static[0].label"),
+        ("[[routes.static]]\nlabel = \"a.b\"\naddress = \"127.0.0.1\"", "routes.static[0].label"),
+        ("[[routes.static]]\nlabel = \"a\"\naddress = \"127.0.0.1\"\n[[routes.static]]\nlabel = \"a\"\naddress = \"127.0.0.2\"", "routes.static[1].label"),
+        ("[[routes.static]]\nlabel = \"a\"", "routes.static[0].app"),
+        ("[[routes.static]]\nlabel = \"a\"\napp = \"x;y\"\nmachine_id = \"m\"", "routes.static[0].app"),
+        ("[[paths]]\nprefix = \"terminal\"\nport = 8080", "paths[0].prefix"),
+        ("[[paths]]\nprefix = \"/\"\nport = 0", "paths[0].port"),
+        ("[[paths]]\nprefix = \"/\"\nport = 70000", "paths[0].port"),
+        ("[[paths]]\nprefix = \"/a\"\nport = 1\n[[paths]]\nprefix = \"/a/\"\nport = 2", "paths[1].prefix"),
+        ("[tls]\nsource = \"files\"\nkey = \"k.pem\"", "tls.cert"),
+        ("[tls]\nsource = \"files\"\ncert = \"c.pem\"", "tls.key"),
+        ("[tls]\nsource = \"acme\"", "acme"),
+        ("[routes]\nstore = \"redis\"", "routes.store"),
+        ("[redis]\nurl = \"http://x\"", "redis.url"),
+        ("[replay]\ncache_ttl = \"5s\"", "replay.cache_ttl"),
+        ("[server]\nthreads = 0", "server.threads"),
+        ("[reserved.www]\nredirect = \"https://hubify.com\"\nupstream = \"127.0.0.1:1\"", "reserved.www"),
+    ];
+    for (extra, key) in cases {
+        let e = err(&with(extra));
+        assert_eq!(&e.key, key, "for {extra:?}: {e}");
+        assert!(e.to_string().contains("t.toml"), "{e}");
+    }
+}
+
+#[test]
+fn bad_domain_and_missing_listeners() {
+    assert_eq!(err("domain = \"localhost\"\n[listeners.http]\naddress = \"127.0.0.1:1\"").key, "domain");
+    assert_eq!(err("domain = \"hubify.test\"").key, "listeners");
+    let e = err("domain = ");
+    assert!(e.message.contains("line 1"), "{e}");
+}
+
+#[test]
+fn path_rules_sorted_and_named() {
+    let c = Config::from_toml(
+        &with("[[paths]]\nprefix = \"/\"\nport = 3000\n[[paths]]\nprefix = \"/terminal/\"\nport = 8080\nstrip_prefix = true\nidle_timeout = \"2s\""),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.paths[0].prefix, "/terminal");
+    assert_eq!(c.paths[0].idle_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(c.paths[1].name, "gateway");
+}
+
+#[test]
+fn missing_file_names_it() {
+    let e = Config::from_file(Path::new("/nonexistent/hubify.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/hubify.toml"), "{e}");
+}
+
+#[test]
+fn shared_example_config_is_valid() {
+    // The reference shape in the team docs, when present next to the repository.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/production.toml");
+    if p.exists() {
+        Config::from_file(&p).unwrap();
+    }
+}
