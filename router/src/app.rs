@@ -1,0 +1,132 @@
+//! Assembles the Pingora server from a validated [`Config`]: listeners, certificate sources,
+//! the route store and the ops endpoint. All start-up failures are returned, not panicked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubify_edge_acme::{self_signed, CertResolver, FileWatcher};
+use hubify_edge_config::{Config, TlsSource};
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use pingora_proxy::http_proxy_service_with_name;
+
+use crate::decide::ListenerMode;
+use crate::ops::OpsApp;
+use crate::proxy::{EdgeProxy, Shared};
+use crate::redirect::RedirectApp;
+use crate::routes::RouteStore;
+
+/// A start-up failure, said plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("certificate: {0}")]
+    Cert(#[from] hubify_edge_acme::CertError),
+    #[error("tls.source = \"acme\" is not available in this build yet")]
+    AcmeUnavailable,
+    #[error("listener setup: {0}")]
+    Listener(String),
+}
+
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Pingora's server settings from ours. Its defaults (one thread, a 300 s grace period) are never
+/// left implicit.
+pub fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(whole_seconds(config.server.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        upstream_keepalive_pool_size: config.upstream.keepalive_pool,
+        work_stealing: true,
+        ..ServerConf::default()
+    }
+}
+
+/// Loads the first certificate of the configured source into a new resolver, and starts the
+/// watcher that keeps it current.
+pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
+    let resolver = Arc::new(CertResolver::new());
+    match &config.tls.source {
+        TlsSource::SelfSigned => {
+            let (cert, _pem) = self_signed(&config.domain)?;
+            tracing::info!(
+                domain = %config.domain,
+                "self-signed certificate generated fingerprint={} (clients must trust it explicitly)",
+                cert.info.fingerprint
+            );
+            resolver.set(vec![cert]);
+        }
+        TlsSource::Files {
+            cert,
+            key,
+            reload_interval,
+        } => {
+            let mut watcher = FileWatcher::new(cert.clone(), key.clone(), resolver.clone());
+            watcher.poll()?;
+            let interval = *reload_interval;
+            std::thread::Builder::new()
+                .name("cert-files".into())
+                .spawn(move || watcher.run(interval))
+                .map_err(|e| StartError::Listener(format!("cannot start the certificate watcher: {e}")))?;
+        }
+        TlsSource::Acme => return Err(StartError::AcmeUnavailable),
+    }
+    Ok(resolver)
+}
+
+/// Builds the whole server; `run_forever` on the result serves until SIGTERM.
+pub fn build(config: Config) -> Result<Server, StartError> {
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let certs = match &config.listeners.https {
+        Some(_) => Some(certificates(&config)?),
+        None => None,
+    };
+    let routes = RouteStore::from_config(&config);
+    let listeners = config.listeners.clone();
+    let ops_addr = config.ops;
+    let shared = Arc::new(Shared { config, routes });
+
+    if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
+        let proxy = EdgeProxy::new(ListenerMode::Tls, shared.clone());
+        let mut svc = http_proxy_service_with_name(&conf, proxy, "https");
+        let tls = crate::tls::settings(certs.clone())
+            .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
+        svc.add_tls_with_settings(&https.address.to_string(), None, tls);
+        tracing::info!(address = %https.address, "https listener");
+        server.add_service(svc);
+    }
+    if let Some(http) = &listeners.http {
+        let proxy = EdgeProxy::new(ListenerMode::Plain(http.dispatch), shared.clone());
+        let mut svc = http_proxy_service_with_name(&conf, proxy, "http");
+        svc.add_tcp(&http.address.to_string());
+        tracing::info!(address = %http.address, dispatch = ?http.dispatch, "http listener");
+        server.add_service(svc);
+    }
+    if let Some(redirect) = &listeners.redirect {
+        let app = RedirectApp {
+            https_port: redirect.https_port,
+        };
+        let mut svc = Service::new("redirect".to_string(), HttpServer::new_app(app));
+        svc.add_tcp(&redirect.address.to_string());
+        tracing::info!(address = %redirect.address, "redirect listener");
+        server.add_service(svc);
+    }
+    if let Some(addr) = ops_addr {
+        let app = OpsApp {
+            shared: shared.clone(),
+            certs: certs.clone(),
+        };
+        let mut svc = Service::new("ops".to_string(), HttpServer::new_app(app));
+        svc.add_tcp(&addr.to_string());
+        tracing::info!(address = %addr, "ops listener");
+        server.add_service(svc);
+    }
+    Ok(server)
+}

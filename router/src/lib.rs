@@ -1,0 +1,19 @@
+//! hubify-edge: the edge router in front of every Hubify workspace.
+//!
+//! The request path is a pure core — [`host`] (Host → label), [`routes`] (label → route),
+//! [`decide`] (route + request → decision), [`pages`] (the router's own answers) — and a thin
+//! Pingora shell in [`proxy`] that carries decisions out. [`app`] assembles listeners from the
+//! validated configuration. Certificates come from the `hubify-edge-acme` crate; this crate never
+//! issues them.
+
+pub mod app;
+pub mod decide;
+pub mod host;
+pub mod metrics;
+pub mod ops;
+pub mod pages;
+pub mod proxy;
+pub mod redirect;
+pub mod request_id;
+pub mod routes;
+pub mod tls;

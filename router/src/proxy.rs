@@ -1,0 +1,479 @@
+//! Pingora glue: each phase of [`ProxyHttp`] does one job and keeps its result in [`Ctx`].
+//!
+//! - `request_filter`: request id, host → label, SNI/Host agreement, route lookup, `decide`; the
+//!   router's own answers (404, 400, 421, 502, 503, redirects) are written here.
+//! - `upstream_peer`: turns the decision into an `HttpPeer` with the configured timeouts.
+//! - `upstream_request_filter`: path rewrite, forwarded headers, request id, Fly header stripping.
+//! - `response_filter`: the request id on the response.
+//! - `fail_to_proxy`: upstream failures become 502/504 pages.
+//! - `logging`: the access-log line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use hubify_edge_config::{Config, Reserved};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::decide::{decide, Decision, ListenerMode, RequestFacts, Target};
+use crate::host::{classify, normalize_host, HostMatch};
+use crate::pages;
+use crate::request_id;
+use crate::routes::{Lookup, RouteStore};
+use crate::tls::Sni;
+
+/// Everything the listeners share: configuration and the route store.
+pub struct Shared {
+    pub config: Config,
+    pub routes: RouteStore,
+}
+
+/// Headers a client must not be able to send to a workspace: Fly's replay and routing headers
+/// (the workspace trusts them as coming from Fly's edge).
+const STRIPPED_REQUEST_HEADERS: [&str; 6] = [
+    "fly-replay-src",
+    "fly-replay-failed",
+    "fly-force-region",
+    "fly-force-instance-id",
+    "fly-prefer-region",
+    "fly-prefer-instance-id",
+];
+
+/// The proxy of one listener.
+pub struct EdgeProxy {
+    mode: ListenerMode,
+    scheme: &'static str,
+    shared: Arc<Shared>,
+}
+
+impl EdgeProxy {
+    pub fn new(mode: ListenerMode, shared: Arc<Shared>) -> EdgeProxy {
+        let scheme = match mode {
+            ListenerMode::Tls => "https",
+            ListenerMode::Plain(_) => "http",
+        };
+        EdgeProxy {
+            mode,
+            scheme,
+            shared,
+        }
+    }
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub rewritten: Option<String>,
+    pub read_timeout: Duration,
+}
+
+/// Per-request state, filled phase by phase.
+pub struct Ctx {
+    pub request_id: String,
+    pub label: Option<String>,
+    pub outcome: &'static str,
+    pub rule: Option<usize>,
+    pub plan: Option<Plan>,
+    pub status: u16,
+    pub start: Instant,
+    pub detail: Option<String>,
+}
+
+impl EdgeProxy {
+    /// Writes one of the router's own answers and records it in the context.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        outcome: &'static str,
+        detail: &str,
+        extra: &[(http::HeaderName, String)],
+    ) -> Result<bool> {
+        let json = pages::prefers_json(
+            session
+                .req_header()
+                .headers
+                .get(ACCEPT)
+                .map(|v| v.as_bytes()),
+        );
+        let (content_type, body) = pages::render(status, detail, &ctx.request_id, json);
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(CONTENT_TYPE, content_type)?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("cache-control", "no-store")?;
+        for (name, value) in extra {
+            resp.insert_header(name.clone(), value.as_str())?;
+        }
+        ctx.status = status;
+        ctx.outcome = outcome;
+        ctx.detail = Some(detail.to_string());
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
+    async fn redirect(&self, session: &mut Session, ctx: &mut Ctx, base: &str) -> Result<bool> {
+        let pq = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let location = format!("{base}{pq}");
+        let mut resp = ResponseHeader::build(308, Some(3))?;
+        resp.insert_header(LOCATION, location.as_str())?;
+        resp.insert_header(CONTENT_LENGTH, "0")?;
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.status = 308;
+        ctx.outcome = "redirect";
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
+    }
+
+    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+}
+
+/// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)
+/// first, else the single Host header. `Err` when there are several Host headers or it is not
+/// text.
+fn request_host(req: &RequestHeader) -> std::result::Result<Option<&str>, ()> {
+    if let Some(a) = req.uri.authority() {
+        return Ok(Some(a.as_str()));
+    }
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(());
+    }
+    match first {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| ()),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            label: None,
+            outcome: "error",
+            rule: None,
+            plan: None,
+            status: 0,
+            start: Instant::now(),
+            detail: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let config = &self.shared.config;
+        ctx.request_id = request_id::from_header(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
+
+        let raw_host = match request_host(session.req_header()) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return self
+                    .respond(session, ctx, 400, "bad_request", "The request has no Host.", &[])
+                    .await
+            }
+            Err(()) => {
+                return self
+                    .respond(session, ctx, 400, "bad_request", "The Host header is malformed or repeated.", &[])
+                    .await
+            }
+        };
+        let Some(host) = normalize_host(raw_host) else {
+            return self
+                .respond(session, ctx, 400, "bad_request", "The Host header is malformed.", &[])
+                .await;
+        };
+
+        if self.mode == ListenerMode::Tls {
+            let sni = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|s| s.extension.get::<Sni>());
+            if let Some(sni) = sni {
+                if !sni.0.eq_ignore_ascii_case(host.as_ref()) {
+                    let detail = "This connection was opened for another host name; open a new connection.";
+                    return self
+                        .respond(session, ctx, 421, "misdirected", detail, &[])
+                        .await;
+                }
+            }
+        }
+
+        let label = match classify(&host, &config.domain) {
+            HostMatch::Workspace(label) => label,
+            HostMatch::Apex => {
+                return match config.reserved.get("@") {
+                    Some(r) => self.reserved(session, ctx, r).await,
+                    None => {
+                        self.respond(session, ctx, 404, "not_found", "No workspace at this address.", &[])
+                            .await
+                    }
+                }
+            }
+            HostMatch::Outside => {
+                let detail = "This router serves only its own workspace domain.";
+                return self
+                    .respond(session, ctx, 404, "not_found", detail, &[])
+                    .await;
+            }
+        };
+        if let Some(r) = config.reserved.get(label.as_ref()) {
+            return self.reserved(session, ctx, r).await;
+        }
+        ctx.label = Some(label.to_string());
+
+        let route = match self.shared.routes.lookup(&label).await {
+            Lookup::Found(r) => r,
+            Lookup::NotFound => {
+                let detail = format!("There is no workspace named {label:?}.");
+                return self
+                    .respond(session, ctx, 404, "not_found", &detail, &[])
+                    .await;
+            }
+            Lookup::Unavailable => {
+                let detail = "The route store is unavailable; try again shortly.";
+                return self
+                    .respond(session, ctx, 503, "unavailable", detail, &[(http::header::RETRY_AFTER, "5".into())])
+                    .await;
+            }
+            Lookup::Invalid(why) => {
+                tracing::error!(%label, error = %why, "malformed route record");
+                let detail = "The workspace's route is misconfigured.";
+                return self
+                    .respond(session, ctx, 502, "bad_route", detail, &[])
+                    .await;
+            }
+        };
+
+        let upgrade = session.is_upgrade_req();
+        let path_and_query = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let facts = RequestFacts {
+            path_and_query,
+            upgrade,
+        };
+        match decide(&route, &facts, &config.paths, self.mode) {
+            Decision::Respond(status) => {
+                let detail = "No path rule matches this path.";
+                self.respond(session, ctx, status, "not_found", detail, &[])
+                    .await
+            }
+            Decision::Forward(fwd) => {
+                ctx.rule = Some(fwd.rule_index);
+                let ip = match fwd.target {
+                    Target::Address(ip) => ip,
+                    Target::Machine => {
+                        let detail = "The workspace has no address and 6PN lookups are not enabled.";
+                        return self
+                            .respond(session, ctx, 502, "error", detail, &[])
+                            .await;
+                    }
+                };
+                let mut read_timeout = config.upstream.read_timeout;
+                if upgrade {
+                    if let Some(idle) = fwd.rule.idle_timeout {
+                        // A WebSocket stays open while idle for the rule's idle timeout, on both
+                        // sides (Pingora's downstream default would cut it at 60 s).
+                        read_timeout = idle;
+                        session.set_read_timeout(Some(idle));
+                    }
+                }
+                ctx.outcome = "forward";
+                ctx.plan = Some(Plan {
+                    addr: SocketAddr::new(ip, fwd.port),
+                    rewritten: fwd.rewritten,
+                    read_timeout,
+                });
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(plan) = &ctx.plan else {
+            return Error::e_explain(ErrorType::InternalError, "no forwarding plan");
+        };
+        let up = &self.shared.config.upstream;
+        let mut peer = HttpPeer::new(plan.addr, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(plan.read_timeout);
+        peer.options.write_timeout = Some(up.write_timeout);
+        peer.options.idle_timeout = Some(up.keepalive_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(plan) = &ctx.plan {
+            if let Some(path) = &plan.rewritten {
+                match http::Uri::try_from(path.as_str()) {
+                    Ok(uri) => upstream.set_uri(uri),
+                    Err(e) => {
+                        return Error::e_explain(
+                            ErrorType::InvalidHTTPHeader,
+                            format!("rewritten path is not a URI: {e}"),
+                        )
+                    }
+                }
+            }
+        }
+        let original_host = request_host(session.req_header())
+            .ok()
+            .flatten()
+            .map(str::to_string);
+        if let Some(host) = &original_host {
+            if upstream.headers.get(HOST).is_none() {
+                upstream.insert_header(HOST, host.as_str())?;
+            }
+            upstream.insert_header("x-forwarded-host", host.as_str())?;
+        }
+        if let Some(ip) = self.client_ip(session) {
+            let xff = match upstream.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+                Some(Ok(prev)) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream.insert_header("x-forwarded-proto", self.scheme)?;
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for h in STRIPPED_REQUEST_HEADERS {
+            upstream.remove_header(h);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.status = upstream_response.status.as_u16();
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        use ErrorType::*;
+        let status = match e.etype() {
+            HTTPStatus(code) => *code,
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+            | SocketError | BindError => 502,
+            ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed | ReadTimedout | WriteTimedout => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if status != 0 && session.response_written().is_none() {
+            let detail = match status {
+                502 => "The workspace refused the connection or could not be reached.",
+                504 => "The workspace did not answer in time.",
+                400 => "The request could not be read.",
+                _ => "The request failed.",
+            };
+            let _ = self
+                .respond(session, ctx, status, "error", detail, &[])
+                .await;
+        }
+        ctx.status = status;
+        ctx.outcome = "error";
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if !self.shared.config.log.access {
+            return;
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let rule = ctx
+            .rule
+            .and_then(|i| self.shared.config.paths.get(i))
+            .map(|r| r.name.as_str())
+            .unwrap_or("-");
+        let client = self.client_ip(session);
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            listener = self.scheme,
+            method = %session.req_header().method,
+            label = ctx.label.as_deref().unwrap_or("-"),
+            outcome = ctx.outcome,
+            rule,
+            status,
+            duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
+            upstream = ?ctx.plan.as_ref().map(|p| p.addr),
+            bytes_sent = session.body_bytes_sent(),
+            client = ?client,
+            error = ?e.map(|e| e.etype()),
+            "request"
+        );
+    }
+}
+
+impl EdgeProxy {
+    async fn reserved(&self, session: &mut Session, ctx: &mut Ctx, r: &Reserved) -> Result<bool> {
+        match r {
+            Reserved::Redirect(base) => self.redirect(session, ctx, base).await,
+            Reserved::Upstream(addr) => {
+                ctx.outcome = "forward";
+                ctx.plan = Some(Plan {
+                    addr: *addr,
+                    rewritten: None,
+                    read_timeout: self.shared.config.upstream.read_timeout,
+                });
+                Ok(false)
+            }
+        }
+    }
+}
