@@ -188,6 +188,12 @@ pub struct Acme {
     pub names: Vec<String>,
     pub state_dir: PathBuf,
     pub ca_bundle: Option<PathBuf>,
+    pub check_interval: Duration,
+    pub lock_ttl: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Renew when this much validity remains; `None`: when a third of the lifetime remains.
+    pub renew_before: Option<Duration>,
     pub dns: AcmeDns,
 }
 
@@ -200,6 +206,8 @@ pub struct AcmeDns {
     pub tsig_algorithm: String,
     pub zone_id: Option<String>,
     pub api_base: Option<String>,
+    pub propagation_server: Option<SocketAddr>,
+    pub propagation_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -757,12 +765,45 @@ impl Validator<'_> {
                 "must be \"hmac-sha256\" or \"hmac-sha512\"",
             ));
         }
+        let check_interval = d(a.check_interval, Duration::from_secs(3600));
+        let lock_ttl = d(a.lock_ttl, Duration::from_secs(600));
+        let retry_initial = d(a.retry_initial, Duration::from_secs(60));
+        let retry_max = d(a.retry_max, Duration::from_secs(3600));
+        let propagation_timeout = d(dns.propagation_timeout, Duration::from_secs(120));
+        for (key, v) in [
+            ("acme.check_interval", check_interval),
+            ("acme.retry_initial", retry_initial),
+            ("acme.dns.propagation_timeout", propagation_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(self.err(key, "must be greater than zero"));
+            }
+        }
+        if lock_ttl < Duration::from_secs(5) {
+            return Err(self.err("acme.lock_ttl", "must be at least 5s (it is extended while an issuance runs)"));
+        }
+        if retry_max < retry_initial {
+            return Err(self.err("acme.retry_max", "must not be shorter than acme.retry_initial"));
+        }
+        if let Some(api) = &dns.api_base {
+            if !api.starts_with("https://") && !api.starts_with("http://") {
+                return Err(self.err("acme.dns.api_base", "must be an https:// URL"));
+            }
+        }
+        if a.state_dir.is_empty() {
+            return Err(self.err("acme.state_dir", "must not be empty"));
+        }
         Ok(Acme {
             directory: a.directory,
             contact: a.contact,
             names,
             state_dir: a.state_dir.into(),
             ca_bundle: a.ca_bundle.map(Into::into),
+            check_interval,
+            lock_ttl,
+            retry_initial,
+            retry_max,
+            renew_before: a.renew_before.map(|c| c.0),
             dns: AcmeDns {
                 provider: dns.provider,
                 server: dns.server,
@@ -771,6 +812,8 @@ impl Validator<'_> {
                 tsig_algorithm,
                 zone_id: dns.zone_id,
                 api_base: dns.api_base,
+                propagation_server: dns.propagation_server,
+                propagation_timeout,
             },
         })
     }

@@ -209,6 +209,16 @@ pub struct Acme {
     pub names: Option<Vec<String>>,
     pub state_dir: String,
     pub ca_bundle: Option<String>,
+    /// How often the stored certificate is checked for renewal (default 1h).
+    pub check_interval: Option<ConfDuration>,
+    /// TTL of the issuance lock in Redis; extended while issuing (default 10m).
+    pub lock_ttl: Option<ConfDuration>,
+    /// First retry delay after a failed issuance, doubled per failure (default 1m).
+    pub retry_initial: Option<ConfDuration>,
+    /// Cap of the retry delay (default 1h).
+    pub retry_max: Option<ConfDuration>,
+    /// Renew when this much validity remains (default: a third of the lifetime).
+    pub renew_before: Option<ConfDuration>,
     pub dns: AcmeDns,
 }
 
@@ -229,6 +239,11 @@ pub struct AcmeDns {
     pub tsig_algorithm: Option<String>,
     pub zone_id: Option<String>,
     pub api_base: Option<String>,
+    /// Authoritative server to check TXT propagation on (default: rfc2136 `server`; cloudflare:
+    /// the zone's name servers).
+    pub propagation_server: Option<SocketAddr>,
+    /// How long to wait for the TXT values to be visible (default 2m).
+    pub propagation_timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -1,0 +1,109 @@
+//! The ACME pieces against real knotd + pebble: RFC 2136 updates signed with TSIG (append, delete,
+//! wrong secret refused), then a full issuance with `renew_now` (no Redis: state dir only).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hubify_edge_acme::dns::rfc2136::Rfc2136;
+use hubify_edge_acme::dns::wire::{TsigAlgorithm, TsigKey};
+use hubify_edge_acme::dns::DnsProvider;
+use hubify_edge_acme::testenv::{AcmeEnv, Knot};
+use hubify_edge_config::Config;
+use rustls::client::danger::ServerCertVerifier;
+
+fn key(knot: &Knot, secret_b64: &str) -> TsigKey {
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.decode(secret_b64).unwrap();
+    TsigKey::new(&knot.key_name, TsigAlgorithm::HmacSha256, &secret)
+}
+
+#[tokio::test]
+async fn rfc2136_appends_deletes_and_refuses_a_wrong_secret() {
+    let knot = Knot::start("hubify.test");
+    let p = Rfc2136::new(knot.addr, "hubify.test.", key(&knot, &knot.secret));
+    let name = "_acme-challenge.hubify.test";
+    p.add_txt(name, "value-one").await.unwrap();
+    p.add_txt(name, "value-two").await.unwrap();
+    let mut seen = hubify_edge_acme::dns::query_txt(knot.addr, name).await.unwrap();
+    seen.sort();
+    assert_eq!(seen, vec!["value-one", "value-two"], "both values kept (append, not replace)");
+    p.remove_txt(name, "value-one").await.unwrap();
+    assert_eq!(knot.txt(name), vec!["value-two"]);
+    p.remove_txt(name, "value-two").await.unwrap();
+    assert!(knot.txt(name).is_empty());
+
+    // The ACL allows TXT at _acme-challenge only.
+    let e = p.add_txt("www.hubify.test", "nope").await.unwrap_err();
+    assert!(e.to_string().contains("REFUSED") || e.to_string().contains("NOTAUTH"), "{e}");
+
+    // A wrong secret: refused, and the error says what to check.
+    let wrong = Rfc2136::new(knot.addr, "hubify.test.", key(&knot, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA=="));
+    let e = wrong.add_txt(name, "bad").await.unwrap_err().to_string();
+    assert!(e.contains("BADSIG") && e.contains("HUBIFY_EDGE_TSIG_SECRET"), "{e}");
+    assert!(knot.txt(name).is_empty());
+}
+
+#[tokio::test]
+async fn issues_a_wildcard_certificate_through_dns01() {
+    let env = AcmeEnv::start("hubify.test", 3600);
+    let state = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "domain = \"hubify.test\"\n[listeners.https]\naddress = \"127.0.0.1:0\"\n[tls]\nsource = \"acme\"\n{}",
+        env.acme_toml(state.path(), "")
+    );
+    let config = Config::from_toml(&toml, "test.toml").unwrap();
+    std::env::set_var("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret);
+
+    let cert = hubify_edge_acme::renew_now(&config).await.unwrap();
+    assert_eq!(cert.info.source, "acme");
+    let mut names = cert.info.names.clone();
+    names.sort();
+    assert_eq!(names, vec!["*.hubify.test", "hubify.test"]);
+    assert!(cert.info.not_after > SystemTime::now());
+
+    // Chained to pebble's issuing root.
+    let root_pem = env.pebble.issuing_root_pem();
+    let root = rustls_pemfile::certs(&mut root_pem.as_bytes()).next().unwrap().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let chain = &cert.key.cert;
+    for host in ["alice.hubify.test", "hubify.test"] {
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &rustls::pki_types::ServerName::try_from(host).unwrap(),
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    assert!(verifier
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &rustls::pki_types::ServerName::try_from("a.b.hubify.test").unwrap(),
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .is_err());
+
+    // TXT values cleaned up; key and account stored 0600.
+    assert!(env.knot.txt("_acme-challenge.hubify.test").is_empty());
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["privkey.pem", "account.json"] {
+        let mode = std::fs::metadata(state.path().join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let status = hubify_edge_acme::status(&config).await.unwrap();
+    assert_eq!(status.cert.unwrap().info.serial, cert.info.serial);
+    assert!(status.origin.starts_with("state dir"));
+}
