@@ -23,8 +23,8 @@ use crate::routes::RouteStore;
 pub enum StartError {
     #[error("certificate: {0}")]
     Cert(#[from] hubify_edge_acme::CertError),
-    #[error("tls.source = \"acme\" is not available in this build yet")]
-    AcmeUnavailable,
+    #[error("ACME: {0}")]
+    Acme(#[from] hubify_edge_acme::AcmeError),
     #[error("listener setup: {0}")]
     Listener(String),
 }
@@ -73,7 +73,11 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
                 .spawn(move || watcher.run(interval))
                 .map_err(|e| StartError::Listener(format!("cannot start the certificate watcher: {e}")))?;
         }
-        TlsSource::Acme => return Err(StartError::AcmeUnavailable),
+        TlsSource::Acme => {
+            // Serves the stored certificate (state dir) at once when there is one; otherwise the
+            // listener fails handshakes and /readyz says "certificate" until the first issuance.
+            hubify_edge_acme::start(config, resolver.clone())?;
+        }
     }
     Ok(resolver)
 }

@@ -25,6 +25,87 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 1 with the error otherwise.
     Check,
+    /// ACME certificate (tls.source = "acme"): status, or a forced renewal.
+    Cert {
+        #[command(subcommand)]
+        action: CertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Names, validity, where it is stored and the next renewal (from Redis, else the state dir).
+    Status,
+    /// Issue a new certificate now, under the issuance lock; every replica loads it.
+    Renew,
+}
+
+fn cert_command(config: Config, action: CertCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubify-edge: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fmt_time = |t: std::time::SystemTime| {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let left = t
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| format!("in {}s", d.as_secs()))
+            .unwrap_or_else(|_| "passed".into());
+        format!("{secs} (unix; {left})")
+    };
+    match action {
+        CertCommand::Status => match rt.block_on(hubify_edge_acme::status(&config)) {
+            Ok(st) => {
+                if let Some(note) = &st.note {
+                    println!("note: {note}");
+                }
+                match &st.cert {
+                    Some(c) => {
+                        println!("names: {}", c.info.names.join(", "));
+                        println!("serial: {}", c.info.serial);
+                        println!("not-before: {}", fmt_time(c.info.not_before));
+                        println!("not-after: {}", fmt_time(c.info.not_after));
+                        println!("source: {}", st.origin);
+                        if let Some(t) = st.next_renewal {
+                            println!("next-renewal: {}", fmt_time(t));
+                        }
+                    }
+                    None => println!("no certificate issued yet (source: {})", st.origin),
+                }
+                if let Some(held) = st.lock_held {
+                    println!("issuance-in-progress: {held}");
+                }
+                if let Some(n) = st.orders {
+                    println!("orders: {n}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hubify-edge: cert status: {e}");
+                ExitCode::from(1)
+            }
+        },
+        CertCommand::Renew => {
+            init_logging(&config);
+            match rt.block_on(hubify_edge_acme::renew_now(&config)) {
+                Ok(c) => {
+                    println!("renewed: serial {} names {}", c.info.serial, c.info.names.join(", "));
+                    println!("not-after: {}", fmt_time(c.info.not_after));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hubify-edge: cert renew: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, hubify_edge_config::ConfigError> {
@@ -69,6 +150,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "<embedded default config>".into());
             println!("{source}: ok");
             ExitCode::SUCCESS
+        }
+        Command::Cert { action } => {
+            rustls::crypto::ring::default_provider()
+                .install_default()
+                .ok();
+            cert_command(config, action)
         }
         Command::Run => {
             init_logging(&config);
