@@ -27,11 +27,16 @@ pub fn tls_config(ca_bundle: Option<&Path>) -> Result<rustls::ClientConfig, Acme
     }
     if let Some(path) = ca_bundle {
         let pem = std::fs::read(path).map_err(|e| {
-            AcmeError::Config(format!("acme.ca_bundle: cannot read {}: {e}", path.display()))
+            AcmeError::Config(format!(
+                "acme.ca_bundle: cannot read {}: {e}",
+                path.display()
+            ))
         })?;
         let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &pem[..])
             .collect::<Result<_, _>>()
-            .map_err(|e| AcmeError::Config(format!("acme.ca_bundle: {}: bad PEM: {e}", path.display())))?;
+            .map_err(|e| {
+                AcmeError::Config(format!("acme.ca_bundle: {}: bad PEM: {e}", path.display()))
+            })?;
         if certs.is_empty() {
             return Err(AcmeError::Config(format!(
                 "acme.ca_bundle: {} holds no CERTIFICATE block",
@@ -69,7 +74,9 @@ pub fn connector(tls: rustls::ClientConfig) -> Connector {
 }
 
 /// The client instant-acme drives.
-pub fn acme_client(tls: rustls::ClientConfig) -> Client<Connector, instant_acme::BodyWrapper<Bytes>> {
+pub fn acme_client(
+    tls: rustls::ClientConfig,
+) -> Client<Connector, instant_acme::BodyWrapper<Bytes>> {
     Client::builder(TokioExecutor::new()).build(connector(tls))
 }
 
@@ -105,7 +112,10 @@ impl JsonClient {
             .method(method.clone())
             .uri(url)
             .header(http::header::AUTHORIZATION, format!("Bearer {bearer}"))
-            .header(http::header::USER_AGENT, concat!("hubify-edge/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("hubify-edge/", env!("CARGO_PKG_VERSION")),
+            );
         let body = match body {
             Some(v) => {
                 req = req.header(http::header::CONTENT_TYPE, "application/json");

@@ -71,8 +71,14 @@ impl Issuer {
                 None,
             )
             .await
-            .map_err(|e| acme_err(&format!("account registration at {}", self.config.directory), e))?;
-        let credentials = serde_json::to_value(&creds).map_err(|e| AcmeError::Store(e.to_string()))?;
+            .map_err(|e| {
+                acme_err(
+                    &format!("account registration at {}", self.config.directory),
+                    e,
+                )
+            })?;
+        let credentials =
+            serde_json::to_value(&creds).map_err(|e| AcmeError::Store(e.to_string()))?;
         tracing::info!(directory = %self.config.directory, account = %account.id(), "ACME account registered");
         Ok((
             account,
@@ -150,7 +156,9 @@ impl Issuer {
         }
 
         let published = Published::new(self.provider.clone());
-        let result = self.validate_and_finalize(&mut order, &records, &published).await;
+        let result = self
+            .validate_and_finalize(&mut order, &records, &published)
+            .await;
         published.cleanup().await;
         result
     }
@@ -175,7 +183,10 @@ impl Issuer {
             )
             .await?;
         }
-        tracing::debug!(records = records.len(), "challenge TXT values visible on the authoritative servers");
+        tracing::debug!(
+            records = records.len(),
+            "challenge TXT values visible on the authoritative servers"
+        );
 
         // Pass 2: answer every pending challenge (states are cached: no extra requests).
         {
@@ -198,7 +209,12 @@ impl Issuer {
         let policy = RetryPolicy::new()
             .initial_delay(Duration::from_millis(100))
             .backoff(1.5)
-            .timeout(self.config.dns.propagation_timeout.max(Duration::from_secs(60)));
+            .timeout(
+                self.config
+                    .dns
+                    .propagation_timeout
+                    .max(Duration::from_secs(60)),
+            );
         let status = order
             .poll_ready(&policy)
             .await
@@ -209,7 +225,10 @@ impl Issuer {
                 self.challenge_errors(order).await
             )));
         }
-        let key_pem = order.finalize().await.map_err(|e| acme_err("finalize", e))?;
+        let key_pem = order
+            .finalize()
+            .await
+            .map_err(|e| acme_err("finalize", e))?;
         let chain_pem = order
             .poll_certificate(&policy)
             .await
@@ -282,10 +301,14 @@ impl Issuer {
 pub fn cert_identifier(leaf_der: &[u8]) -> Option<CertificateIdentifier<'static>> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(leaf_der).ok()?;
-    let aki = cert.iter_extensions().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
-        _ => None,
-    })?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })?;
     let serial = cert.tbs_certificate.raw_serial().to_vec();
     Some(
         CertificateIdentifier::new(
@@ -312,7 +335,10 @@ impl Published {
 
     async fn add(&self, fqdn: &str, value: &str) -> Result<(), AcmeError> {
         self.provider.add_txt(fqdn, value).await?;
-        self.added.lock().await.push((fqdn.to_string(), value.to_string()));
+        self.added
+            .lock()
+            .await
+            .push((fqdn.to_string(), value.to_string()));
         Ok(())
     }
 

@@ -30,6 +30,9 @@ use crate::metrics::RENEWALS;
 use crate::store::{unix, Bundle, Disk, Keys, Shared};
 use crate::{AcmeError, CertResolver, LoadedCert};
 
+/// Without Redis, how often the state dir is re-read (a `hubify-edge cert renew` writes there).
+const STATE_DIR_POLL: Duration = Duration::from_secs(10);
+
 /// Handle of a running manager.
 #[derive(Clone)]
 pub struct AcmeHandle {
@@ -57,6 +60,12 @@ pub fn renewal_time(cert: &LoadedCert, renew_before: Option<Duration>) -> System
     }
 }
 
+/// The wait after `failures` consecutive failures: `initial`, doubled per failure, capped at `max`.
+pub fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    initial.saturating_mul(1u32 << exp).min(max)
+}
+
 /// What an attempt to issue did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,8 +85,11 @@ pub(crate) struct Manager {
     shared: Option<Shared>,
     account: Option<Account>,
     current: Option<LoadedCert>,
-    /// ARI: (fingerprint of the cert it is about, suggested renewal time, when to ask again).
-    ari: Option<(String, SystemTime, Instant)>,
+    /// ARI: (fingerprint of the cert it is about, suggested renewal time if the CA gave one,
+    /// when to ask again).
+    ari: Option<(String, Option<SystemTime>, Instant)>,
+    /// The CA answered a renewalInfo request.
+    ari_supported: bool,
     failures: u32,
     next_attempt: Option<Instant>,
     redis_warned: bool,
@@ -85,10 +97,9 @@ pub(crate) struct Manager {
 
 impl Manager {
     pub(crate) fn new(config: &Config, resolver: Arc<CertResolver>) -> Result<Manager, AcmeError> {
-        let acme = config
-            .acme
-            .clone()
-            .ok_or_else(|| AcmeError::Config("tls.source = \"acme\" needs an [acme] section".into()))?;
+        let acme = config.acme.clone().ok_or_else(|| {
+            AcmeError::Config("tls.source = \"acme\" needs an [acme] section".into())
+        })?;
         let tls = crate::http::tls_config(acme.ca_bundle.as_deref())?;
         let provider = dns::from_config(&acme, tls.clone())?;
         let shared = match &config.redis {
@@ -109,6 +120,7 @@ impl Manager {
             account: None,
             current: None,
             ari: None,
+            ari_supported: false,
             failures: 0,
             next_attempt: None,
             redis_warned: false,
@@ -119,7 +131,9 @@ impl Manager {
     fn maybe_install(&mut self, bundle: &Bundle, origin: &str) -> Result<bool, AcmeError> {
         let loaded = bundle.load(origin)?;
         if let Some(cur) = &self.current {
-            if cur.info.fingerprint == loaded.info.fingerprint || loaded.info.not_after < cur.info.not_after {
+            if cur.info.fingerprint == loaded.info.fingerprint
+                || loaded.info.not_after < cur.info.not_after
+            {
                 return Ok(false);
             }
         }
@@ -129,7 +143,12 @@ impl Manager {
                 loaded.info.serial
             )));
         }
-        let names: Vec<String> = self.acme.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let names: Vec<String> = self
+            .acme
+            .names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
         if !names.iter().all(|n| loaded.info.names.contains(n)) {
             return Err(AcmeError::Store(format!(
                 "{origin}: the stored certificate names {:?}, not {:?} (acme.names changed?)",
@@ -197,7 +216,8 @@ impl Manager {
     fn renew_at(&self) -> Option<SystemTime> {
         let cur = self.current.as_ref()?;
         let mut at = renewal_time(cur, self.acme.renew_before);
-        if let Some((fp, ari_at, _)) = &self.ari {
+        // ARI only brings renewal forward (e.g. a CA incident), never past our own policy.
+        if let Some((fp, Some(ari_at), _)) = &self.ari {
             if *fp == cur.info.fingerprint && *ari_at < at {
                 at = *ari_at;
             }
@@ -254,14 +274,23 @@ impl Manager {
             return Ok(Outcome::OtherHolds);
         }
         tracing::info!(lock = %shared.keys.lock, "issuance lock taken");
-        let keeper = LockKeeper::start(shared.client.clone(), shared.keys.clone(), token.clone(), ttl);
+        let keeper = LockKeeper::start(
+            shared.client.clone(),
+            shared.keys.clone(),
+            token.clone(),
+            ttl,
+        );
         let result = self.issue_locked(force).await;
         keeper.stop().await;
         if let Some(shared) = &mut self.shared {
             match shared.release_lock(&token).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!("the issuance lock had expired before we released it (raise acme.lock_ttl?)"),
-                Err(e) => tracing::warn!(error = %e, "could not release the issuance lock; it expires by itself"),
+                Ok(false) => tracing::warn!(
+                    "the issuance lock had expired before we released it (raise acme.lock_ttl?)"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release the issuance lock; it expires by itself")
+                }
             }
         }
         result
@@ -281,9 +310,11 @@ impl Manager {
 
     async fn issue_and_store(&mut self) -> Result<(), AcmeError> {
         let account = self.account().await?;
+        // `replaces` (RFC 9773) only where the CA answered ARI for the serving certificate.
         let replaces = self
             .current
             .as_ref()
+            .filter(|_| self.ari_supported)
             .and_then(|c| c.key.cert.first())
             .and_then(|leaf| cert_identifier(leaf.as_ref()));
         if let Some(shared) = &mut self.shared {
@@ -316,7 +347,9 @@ impl Manager {
 
     /// Asks the CA's ARI for the suggested renewal time of the serving certificate, when due.
     async fn refresh_ari(&mut self) {
-        let Some(cur) = self.current.clone() else { return };
+        let Some(cur) = self.current.clone() else {
+            return;
+        };
         if let Some((fp, _, next)) = &self.ari {
             if *fp == cur.info.fingerprint && Instant::now() < *next {
                 return;
@@ -335,27 +368,37 @@ impl Manager {
                 _ => return,
             }
         }
-        let Some(account) = self.account.clone() else { return };
-        let Some(leaf) = cur.key.cert.first() else { return };
+        let Some(account) = self.account.clone() else {
+            return;
+        };
+        let Some(leaf) = cur.key.cert.first() else {
+            return;
+        };
         match self.issuer.renewal_info(&account, leaf.as_ref()).await {
             Ok(Some((at, retry))) => {
                 let retry = retry.clamp(Duration::from_secs(1), Duration::from_secs(6 * 3600));
                 tracing::debug!(renew_at = unix(at), "ARI renewal window");
-                self.ari = Some((cur.info.fingerprint.clone(), at, Instant::now() + retry));
+                self.ari_supported = true;
+                self.ari = Some((
+                    cur.info.fingerprint.clone(),
+                    Some(at),
+                    Instant::now() + retry,
+                ));
             }
             Ok(None) => {
+                self.ari_supported = false;
                 // No ARI at this CA: do not ask again for this certificate.
                 self.ari = Some((
                     cur.info.fingerprint.clone(),
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4),
-                    Instant::now() + Duration::from_secs(86_400 * 365),
+                    None,
+                    Instant::now() + Duration::from_secs(86_400),
                 ));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "ARI unavailable; renewing by the certificate's lifetime");
                 self.ari = Some((
                     cur.info.fingerprint.clone(),
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4),
+                    None,
                     Instant::now() + self.acme.check_interval,
                 ));
             }
@@ -363,11 +406,7 @@ impl Manager {
     }
 
     fn backoff(&self) -> Duration {
-        let exp = self.failures.saturating_sub(1).min(30);
-        self.acme
-            .retry_initial
-            .saturating_mul(1u32 << exp)
-            .min(self.acme.retry_max)
+        backoff(self.acme.retry_initial, self.acme.retry_max, self.failures)
     }
 
     /// One round: reload, maybe renew. Returns how long to sleep.
@@ -419,7 +458,9 @@ impl Manager {
             }
         }
         if let Some(at) = self.renew_at() {
-            let until = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            let until = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
             RENEWALS.next_renewal.store(unix(at), Ordering::Relaxed);
             if !(self.due() && self.next_attempt.is_some()) {
                 wait = wait.min(until.max(Duration::from_millis(50)));
@@ -430,6 +471,10 @@ impl Manager {
                 wait = wait.min(*next - now_i);
             }
         }
+        if self.shared.is_none() {
+            // No pub/sub without Redis: notice a `cert renew` written to the state dir soon.
+            wait = wait.min(STATE_DIR_POLL);
+        }
         wait.max(Duration::from_millis(50))
     }
 
@@ -437,7 +482,11 @@ impl Manager {
         self.install_from_disk();
         let (ev_tx, mut ev_rx) = mpsc::channel::<()>(8);
         if let Some(shared) = &self.shared {
-            tokio::spawn(subscribe(shared.client.clone(), shared.keys.events.clone(), ev_tx));
+            tokio::spawn(subscribe(
+                shared.client.clone(),
+                shared.keys.events.clone(),
+                ev_tx,
+            ));
         }
         let mut force = false;
         loop {
@@ -459,7 +508,8 @@ impl Manager {
 async fn subscribe(client: redis::Client, channel: String, tx: mpsc::Sender<()>) {
     let mut delay = Duration::from_millis(500);
     loop {
-        let connected = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await;
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub()).await;
         if let Ok(Ok(mut ps)) = connected {
             if ps.subscribe(&channel).await.is_ok() {
                 delay = Duration::from_millis(500);
@@ -542,7 +592,8 @@ pub async fn renew_now(config: &Config) -> Result<LoadedCert, AcmeError> {
             Outcome::OtherHolds => {
                 if Instant::now() > deadline {
                     return Err(AcmeError::Acme(
-                        "another replica held the issuance lock for longer than acme.lock_ttl".into(),
+                        "another replica held the issuance lock for longer than acme.lock_ttl"
+                            .into(),
                     ));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -586,7 +637,11 @@ pub async fn status(config: &Config) -> Result<CertStatus, AcmeError> {
         match shared.get_bundle().await {
             Ok(Some(b)) => found = Some((b, format!("redis {}", shared.keys.tls))),
             Ok(None) => note = Some(format!("no certificate in Redis ({})", shared.keys.tls)),
-            Err(e) => note = Some(format!("Redis unavailable ({e}); showing the state-dir copy")),
+            Err(e) => {
+                note = Some(format!(
+                    "Redis unavailable ({e}); showing the state-dir copy"
+                ))
+            }
         }
         lock_held = shared.lock_exists().await.ok();
         orders = shared.orders().await.ok();
@@ -609,4 +664,92 @@ pub async fn status(config: &Config) -> Result<CertStatus, AcmeError> {
         orders,
         note,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = Duration::from_secs;
+        let seq: Vec<Duration> = (1..=8).map(|f| backoff(s(60), s(3600), f)).collect();
+        assert_eq!(
+            seq,
+            vec![
+                s(60),
+                s(120),
+                s(240),
+                s(480),
+                s(960),
+                s(1920),
+                s(3600),
+                s(3600)
+            ]
+        );
+        assert_eq!(backoff(s(60), s(3600), 1000), s(3600));
+    }
+
+    #[test]
+    fn ari_only_brings_renewal_forward() {
+        std::env::set_var("CLOUDFLARE_API_TOKEN", "unit-test");
+        let toml = r#"
+domain = "hubify.test"
+[listeners.https]
+address = "127.0.0.1:0"
+[tls]
+source = "acme"
+[acme]
+directory = "https://127.0.0.1:9/dir"
+state_dir = "/nonexistent/hubify-edge-unit"
+[acme.dns]
+provider = "cloudflare"
+zone_id = "z"
+"#;
+        let config = Config::from_toml(toml, "unit.toml").unwrap();
+        let mut m = Manager::new(&config, Arc::new(CertResolver::new())).unwrap();
+        assert!(m.due(), "nothing served: due now");
+        let (c, _) = crate::self_signed("hubify.test").unwrap();
+        let own = renewal_time(&c, None);
+        m.current = Some(c.clone());
+        assert_eq!(m.renew_at(), Some(own));
+        assert!(!m.due());
+        let earlier = SystemTime::now() - Duration::from_secs(5);
+        m.ari = Some((c.info.fingerprint.clone(), Some(earlier), Instant::now()));
+        assert_eq!(m.renew_at(), Some(earlier));
+        assert!(m.due(), "ARI window in the past: renew now");
+        m.ari = Some((
+            c.info.fingerprint.clone(),
+            Some(own + Duration::from_secs(86_400)),
+            Instant::now(),
+        ));
+        assert_eq!(
+            m.renew_at(),
+            Some(own),
+            "a later ARI window does not delay renewal"
+        );
+        m.ari = Some(("another certificate".into(), Some(earlier), Instant::now()));
+        assert_eq!(
+            m.renew_at(),
+            Some(own),
+            "ARI about another certificate is ignored"
+        );
+    }
+
+    #[test]
+    fn renews_when_a_third_of_the_lifetime_remains() {
+        let (mut c, _) = crate::self_signed("hubify.test").unwrap();
+        c.info.not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        c.info.not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 90 * 86_400);
+        assert_eq!(
+            renewal_time(&c, None),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 60 * 86_400)
+        );
+        assert_eq!(
+            renewal_time(&c, Some(Duration::from_secs(7 * 86_400))),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + 83 * 86_400)
+        );
+        // A renew_before longer than the lifetime: due at once, no underflow.
+        assert!(renewal_time(&c, Some(Duration::from_secs(u64::MAX / 2))) <= SystemTime::now());
+    }
 }

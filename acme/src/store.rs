@@ -45,7 +45,9 @@ impl Bundle {
 }
 
 pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Account credentials with the directory they belong to.
@@ -97,7 +99,10 @@ impl Disk {
 
     fn ensure(&self) -> Result<(), AcmeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| {
-            AcmeError::Store(format!("acme.state_dir {}: cannot create: {e}", self.dir.display()))
+            AcmeError::Store(format!(
+                "acme.state_dir {}: cannot create: {e}",
+                self.dir.display()
+            ))
         })?;
         #[cfg(unix)]
         {
@@ -121,7 +126,8 @@ impl Disk {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AcmeError::Store(format!("{}: {e}", p.display()))),
         };
-        let (Some(chain_pem), Some(key_pem)) = (read(self.chain_path())?, read(self.key_path())?) else {
+        let (Some(chain_pem), Some(key_pem)) = (read(self.chain_path())?, read(self.key_path())?)
+        else {
             return Ok(None);
         };
         let issued_at = std::fs::metadata(self.chain_path())
@@ -139,8 +145,10 @@ impl Disk {
     pub fn write_bundle(&self, b: &Bundle) -> Result<(), AcmeError> {
         self.ensure()?;
         let err = |p: PathBuf, e: std::io::Error| AcmeError::Store(format!("{}: {e}", p.display()));
-        write_atomic(&self.key_path(), b.key_pem.as_bytes(), 0o600).map_err(|e| err(self.key_path(), e))?;
-        write_atomic(&self.chain_path(), b.chain_pem.as_bytes(), 0o644).map_err(|e| err(self.chain_path(), e))?;
+        write_atomic(&self.key_path(), b.key_pem.as_bytes(), 0o600)
+            .map_err(|e| err(self.key_path(), e))?;
+        write_atomic(&self.chain_path(), b.chain_pem.as_bytes(), 0o644)
+            .map_err(|e| err(self.chain_path(), e))?;
         Ok(())
     }
 
@@ -159,7 +167,8 @@ impl Disk {
         self.ensure()?;
         let p = self.dir.join("account.json");
         let data = serde_json::to_vec_pretty(a).map_err(|e| AcmeError::Store(e.to_string()))?;
-        write_atomic(&p, &data, 0o600).map_err(|e| AcmeError::Store(format!("{}: {e}", p.display())))
+        write_atomic(&p, &data, 0o600)
+            .map_err(|e| AcmeError::Store(format!("{}: {e}", p.display())))
     }
 }
 
@@ -202,8 +211,14 @@ fn rerr(e: impl std::fmt::Display) -> AcmeError {
 }
 
 impl Shared {
-    pub fn new(url: &str, keys: Keys, connect_timeout: Duration, timeout: Duration) -> Result<Shared, AcmeError> {
-        let client = redis::Client::open(url).map_err(|e| AcmeError::Config(format!("redis.url: {e}")))?;
+    pub fn new(
+        url: &str,
+        keys: Keys,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Shared, AcmeError> {
+        let client =
+            redis::Client::open(url).map_err(|e| AcmeError::Config(format!("redis.url: {e}")))?;
         Ok(Shared {
             client,
             conn: None,
@@ -326,7 +341,8 @@ impl Shared {
         ];
         let fp = cert.info.fingerprint.clone();
         self.run(|mut c| {
-            let (key, events, fields, fp) = (key.clone(), events.clone(), fields.clone(), fp.clone());
+            let (key, events, fields, fp) =
+                (key.clone(), events.clone(), fields.clone(), fp.clone());
             async move {
                 redis::pipe()
                     .atomic()

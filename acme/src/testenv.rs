@@ -16,7 +16,14 @@ use crate::dns::wire;
 
 /// The full path of `bin`, or a panic naming the Debian package that provides it.
 pub fn require(bin: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/sbin",
+        "/bin",
+    ] {
         let p = Path::new(dir).join(bin);
         if p.exists() {
             return p;
@@ -30,7 +37,9 @@ pub fn require(bin: &str, package: &str) -> PathBuf {
             }
         }
     }
-    panic!("`{bin}` not found: install the Debian package `{package}` (apt-get install -y {package})");
+    panic!(
+        "`{bin}` not found: install the Debian package `{package}` (apt-get install -y {package})"
+    );
 }
 
 /// A loopback port free for both TCP and UDP right now.
@@ -212,7 +221,9 @@ fn blocking_exchange(server: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn soa_answers(server: SocketAddr, zone: &str) -> bool {
-    let Ok(q) = wire::query(4242, zone, wire::TYPE_SOA, false) else { return false };
+    let Ok(q) = wire::query(4242, zone, wire::TYPE_SOA, false) else {
+        return false;
+    };
     match blocking_exchange(server, &q).and_then(|r| wire::parse(&r).ok()) {
         Some(m) => m.rcode() == 0 && m.answer_types.contains(&wire::TYPE_SOA),
         None => false,
@@ -252,7 +263,8 @@ impl Pebble {
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut leaf_params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap();
         leaf_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "localhost");
@@ -319,17 +331,24 @@ pub fn https_get(addr: SocketAddr, path: &str, ca_der: &[u8]) -> Result<(u16, Ve
     roots
         .add(rustls::pki_types::CertificateDer::from(ca_der.to_vec()))
         .map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let sock =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut tls = rustls::StreamOwned::new(conn, sock);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     match tls.read_to_end(&mut raw) {
         Ok(_) => {}
@@ -347,7 +366,10 @@ pub fn https_get(addr: SocketAddr, path: &str, ca_der: &[u8]) -> Result<(u16, Ve
         .and_then(|s| s.parse().ok())
         .ok_or("no status")?;
     let mut body = raw[head_end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, body))
@@ -389,8 +411,17 @@ impl Redis {
     fn start_on(port: u16, dir: tempfile::TempDir) -> Redis {
         let bin = require("redis-server", "redis-server");
         let mut cmd = Command::new(bin);
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .current_dir(dir.path());
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path());
         let mut proc = Proc::spawn(cmd, dir.path().join("redis.log"));
         wait_until("redis-server (PING)", Duration::from_secs(20), || {
             proc.check_alive("redis-server");
@@ -410,7 +441,11 @@ impl Redis {
 
 /// Sends one inline command and returns the first reply line (tests only).
 pub fn redis_cmd(port: u16, command: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500)).ok()?;
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
     let mut r = std::io::BufReader::new(s);

@@ -15,7 +15,9 @@ use rustls::client::danger::ServerCertVerifier;
 
 fn key(knot: &Knot, secret_b64: &str) -> TsigKey {
     use base64::Engine;
-    let secret = base64::engine::general_purpose::STANDARD.decode(secret_b64).unwrap();
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret_b64)
+        .unwrap();
     TsigKey::new(&knot.key_name, TsigAlgorithm::HmacSha256, &secret)
 }
 
@@ -26,9 +28,15 @@ async fn rfc2136_appends_deletes_and_refuses_a_wrong_secret() {
     let name = "_acme-challenge.hubify.test";
     p.add_txt(name, "value-one").await.unwrap();
     p.add_txt(name, "value-two").await.unwrap();
-    let mut seen = hubify_edge_acme::dns::query_txt(knot.addr, name).await.unwrap();
+    let mut seen = hubify_edge_acme::dns::query_txt(knot.addr, name)
+        .await
+        .unwrap();
     seen.sort();
-    assert_eq!(seen, vec!["value-one", "value-two"], "both values kept (append, not replace)");
+    assert_eq!(
+        seen,
+        vec!["value-one", "value-two"],
+        "both values kept (append, not replace)"
+    );
     p.remove_txt(name, "value-one").await.unwrap();
     assert_eq!(knot.txt(name), vec!["value-two"]);
     p.remove_txt(name, "value-two").await.unwrap();
@@ -36,12 +44,22 @@ async fn rfc2136_appends_deletes_and_refuses_a_wrong_secret() {
 
     // The ACL allows TXT at _acme-challenge only.
     let e = p.add_txt("www.hubify.test", "nope").await.unwrap_err();
-    assert!(e.to_string().contains("REFUSED") || e.to_string().contains("NOTAUTH"), "{e}");
+    assert!(
+        e.to_string().contains("REFUSED") || e.to_string().contains("NOTAUTH"),
+        "{e}"
+    );
 
     // A wrong secret: refused, and the error says what to check.
-    let wrong = Rfc2136::new(knot.addr, "hubify.test.", key(&knot, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA=="));
+    let wrong = Rfc2136::new(
+        knot.addr,
+        "hubify.test.",
+        key(&knot, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldA=="),
+    );
     let e = wrong.add_txt(name, "bad").await.unwrap_err().to_string();
-    assert!(e.contains("BADSIG") && e.contains("HUBIFY_EDGE_TSIG_SECRET"), "{e}");
+    assert!(
+        e.contains("BADSIG") && e.contains("HUBIFY_EDGE_TSIG_SECRET"),
+        "{e}"
+    );
     assert!(knot.txt(name).is_empty());
 }
 
@@ -65,7 +83,10 @@ async fn issues_a_wildcard_certificate_through_dns01() {
 
     // Chained to pebble's issuing root.
     let root_pem = env.pebble.issuing_root_pem();
-    let root = rustls_pemfile::certs(&mut root_pem.as_bytes()).next().unwrap().unwrap();
+    let root = rustls_pemfile::certs(&mut root_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root).unwrap();
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -96,11 +117,26 @@ async fn issues_a_wildcard_certificate_through_dns01() {
         )
         .is_err());
 
+    // The ARI identifier (RFC 9773): base64url(AKI) "." base64url(serial DER).
+    let id = hubify_edge_acme::issue::cert_identifier(chain[0].as_ref())
+        .unwrap()
+        .to_string();
+    let (_, serial) = id.split_once('.').unwrap();
+    use base64::Engine;
+    let serial = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(serial)
+        .unwrap();
+    let hex: String = serial.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(hex, cert.info.serial);
+
     // TXT values cleaned up; key and account stored 0600.
     assert!(env.knot.txt("_acme-challenge.hubify.test").is_empty());
     use std::os::unix::fs::PermissionsExt;
     for f in ["privkey.pem", "account.json"] {
-        let mode = std::fs::metadata(state.path().join(f)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     let status = hubify_edge_acme::status(&config).await.unwrap();

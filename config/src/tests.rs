@@ -37,7 +37,10 @@ fn minimal_has_defaults() {
     assert_eq!(c.server.threads, 2);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.fly.internal_dns.to_string(), "[fdaa::3]:53");
-    assert_eq!(c.listeners.http.as_ref().map(|h| h.dispatch), Some(Dispatch::Forward));
+    assert_eq!(
+        c.listeners.http.as_ref().map(|h| h.dispatch),
+        Some(Dispatch::Forward)
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn bad_domain_and_missing_listeners() {
-    assert_eq!(err("domain = \"localhost\"\n[listeners.http]\naddress = \"127.0.0.1:1\"").key, "domain");
+    assert_eq!(
+        err("domain = \"localhost\"\n[listeners.http]\naddress = \"127.0.0.1:1\"").key,
+        "domain"
+    );
     assert_eq!(err("domain = \"hubify.test\"").key, "listeners");
     let e = err("domain = ");
     assert!(e.message.contains("line 1"), "{e}");
@@ -120,4 +126,102 @@ fn shared_example_config_is_valid() {
     if p.exists() {
         Config::from_file(&p).unwrap();
     }
+}
+
+const ACME: &str = r#"
+[tls]
+source = "acme"
+[acme]
+directory = "https://127.0.0.1:14000/dir"
+state_dir = "/tmp/acme"
+"#;
+
+const RFC2136: &str = r#"
+[acme.dns]
+provider = "rfc2136"
+server = "127.0.0.1:53"
+zone = "hubify.test."
+tsig_key_name = "k"
+"#;
+
+#[test]
+fn acme_defaults_and_renewal_keys() {
+    let c = Config::from_toml(&with(&format!("{ACME}{RFC2136}")), "t.toml").unwrap();
+    let a = c.acme.unwrap();
+    assert_eq!(a.names, vec!["*.hubify.test", "hubify.test"]);
+    assert_eq!(a.check_interval, Duration::from_secs(3600));
+    assert_eq!(a.lock_ttl, Duration::from_secs(600));
+    assert_eq!(a.retry_initial, Duration::from_secs(60));
+    assert_eq!(a.retry_max, Duration::from_secs(3600));
+    assert_eq!(a.renew_before, None);
+    assert_eq!(a.dns.propagation_timeout, Duration::from_secs(120));
+    assert_eq!(a.dns.propagation_server, None);
+
+    let acme = ACME.replace(
+        "state_dir",
+        "check_interval = \"1s\"\nlock_ttl = \"30s\"\nretry_initial = \"2s\"\nretry_max = \"1m\"\nrenew_before = \"30d\"\nstate_dir",
+    );
+    let dns = format!(
+        "{RFC2136}propagation_server = \"127.0.0.1:5353\"\npropagation_timeout = \"10s\"\n"
+    );
+    let a = Config::from_toml(&with(&format!("{acme}{dns}")), "t.toml")
+        .unwrap()
+        .acme
+        .unwrap();
+    assert_eq!(a.check_interval, Duration::from_secs(1));
+    assert_eq!(a.lock_ttl, Duration::from_secs(30));
+    assert_eq!(a.renew_before, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(a.dns.propagation_server.map(|s| s.port()), Some(5353));
+}
+
+#[test]
+fn bad_acme_values_name_their_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "state_dir",
+            "check_interval = \"0s\"\nstate_dir",
+            "acme.check_interval",
+        ),
+        ("state_dir", "lock_ttl = \"1s\"\nstate_dir", "acme.lock_ttl"),
+        (
+            "state_dir",
+            "retry_initial = \"0s\"\nstate_dir",
+            "acme.retry_initial",
+        ),
+        (
+            "state_dir",
+            "retry_initial = \"2h\"\nstate_dir",
+            "acme.retry_max",
+        ),
+        (
+            "state_dir",
+            "renew_before = \"soon\"\nstate_dir",
+            "acme.renew_before",
+        ),
+        (
+            "tsig_key_name",
+            "propagation_timeout = \"0s\"\ntsig_key_name",
+            "acme.dns.propagation_timeout",
+        ),
+        (
+            "tsig_key_name",
+            "propagation_server = \"nope\"\ntsig_key_name",
+            "acme.dns.propagation_server",
+        ),
+        (
+            "tsig_key_name = \"k\"",
+            "tsig_key_name = \"k\"\ntsig_algorithm = \"hmac-md5\"",
+            "acme.dns.tsig_algorithm",
+        ),
+        ("server = \"127.0.0.1:53\"\n", "", "acme.dns.server"),
+    ];
+    for (from, to, key) in cases {
+        let toml = with(&format!("{ACME}{RFC2136}").replacen(from, to, 1));
+        let e = err(&toml);
+        assert_eq!(e.key, *key, "{toml}\n{e}");
+    }
+    let cf = "[acme.dns]\nprovider = \"cloudflare\"\n";
+    assert_eq!(err(&with(&format!("{ACME}{cf}"))).key, "acme.dns.zone_id");
+    let cf = "[acme.dns]\nprovider = \"cloudflare\"\nzone_id = \"z\"\napi_base = \"ftp://x\"\n";
+    assert_eq!(err(&with(&format!("{ACME}{cf}"))).key, "acme.dns.api_base");
 }

@@ -10,7 +10,11 @@ use hubify_edge_config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hubify-edge", version, about = "The edge router in front of every Hubify workspace")]
+#[command(
+    name = "hubify-edge",
+    version,
+    about = "The edge router in front of every Hubify workspace"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded local-development defaults.
     #[arg(long, short, global = true)]
@@ -41,7 +45,10 @@ enum CertCommand {
 }
 
 fn cert_command(config: Config, action: CertCommand) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hubify-edge: cannot start a runtime: {e}");
@@ -95,7 +102,11 @@ fn cert_command(config: Config, action: CertCommand) -> ExitCode {
             init_logging(&config);
             match rt.block_on(hubify_edge_acme::renew_now(&config)) {
                 Ok(c) => {
-                    println!("renewed: serial {} names {}", c.info.serial, c.info.names.join(", "));
+                    println!(
+                        "renewed: serial {} names {}",
+                        c.info.serial,
+                        c.info.names.join(", ")
+                    );
                     println!("not-after: {}", fmt_time(c.info.not_after));
                     ExitCode::SUCCESS
                 }

@@ -25,7 +25,13 @@ struct Router {
 }
 
 impl Router {
-    fn start(dir: &Path, name: &str, acme_toml: &str, redis: Option<&str>, env: &[(&str, &str)]) -> Router {
+    fn start(
+        dir: &Path,
+        name: &str,
+        acme_toml: &str,
+        redis: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Router {
         let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let redis = redis
@@ -84,7 +90,11 @@ impl Router {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("router not ready within {limit:?}: {:?}\n{}", self.readyz(), self.log_text());
+        panic!(
+            "router not ready within {limit:?}: {:?}\n{}",
+            self.readyz(),
+            self.log_text()
+        );
     }
 
     fn stop(&mut self) {
@@ -104,11 +114,18 @@ impl Drop for Router {
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: ops\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -118,19 +135,28 @@ fn tls_config(root_pem: &str) -> Arc<rustls::ClientConfig> {
         roots.add(c.unwrap()).unwrap();
     }
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     )
 }
 
 /// A full TLS handshake to `addr` for `sni`, verified; returns the leaf's serial (hex).
-fn handshake(addr: SocketAddr, sni: &str, config: &Arc<rustls::ClientConfig>) -> Result<String, String> {
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    let mut conn = rustls::ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
-    let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+fn handshake(
+    addr: SocketAddr,
+    sni: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<String, String> {
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
+    let mut sock =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
     sock.set_write_timeout(Some(Duration::from_secs(10))).ok();
     while conn.is_handshaking() {
@@ -140,11 +166,17 @@ fn handshake(addr: SocketAddr, sni: &str, config: &Arc<rustls::ClientConfig>) ->
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or("no certificate")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
     Ok(cert.raw_serial_as_string())
 }
 
-fn wait_serial(r: &Router, config: &Arc<rustls::ClientConfig>, limit: Duration, accept: impl Fn(&str) -> bool) -> String {
+fn wait_serial(
+    r: &Router,
+    config: &Arc<rustls::ClientConfig>,
+    limit: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -155,17 +187,27 @@ fn wait_serial(r: &Router, config: &Arc<rustls::ClientConfig>, limit: Duration, 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("no acceptable certificate within {limit:?} (last: {last})\n{}", r.log_text());
+    panic!(
+        "no acceptable certificate within {limit:?} (last: {last})\n{}",
+        r.log_text()
+    );
 }
 
 fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubify-edge"));
-    cmd.arg("--config").arg(config).args(args).env_remove("HUBIFY_EDGE_TSIG_SECRET");
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("HUBIFY_EDGE_TSIG_SECRET");
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -176,14 +218,30 @@ fn no_certificate_yet_fails_handshakes_and_is_not_ready() {
     // A directory nobody listens on: issuance keeps failing, nothing is served.
     let closed = free_port();
     let acme = env
-        .acme_toml(&dir.path().join("state"), "retry_initial = \"200ms\"\nretry_max = \"1s\"")
-        .replace(&env.pebble.directory, &format!("https://127.0.0.1:{closed}/dir"));
-    let mut r = Router::start(dir.path(), "r", &acme, None, &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)]);
+        .acme_toml(
+            &dir.path().join("state"),
+            "retry_initial = \"200ms\"\nretry_max = \"1s\"",
+        )
+        .replace(
+            &env.pebble.directory,
+            &format!("https://127.0.0.1:{closed}/dir"),
+        );
+    let mut r = Router::start(
+        dir.path(),
+        "r",
+        &acme,
+        None,
+        &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && !r.log_text().contains("ACME issuance failed") {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(r.log_text().contains("ACME issuance failed"), "{}", r.log_text());
+    assert!(
+        r.log_text().contains("ACME issuance failed"),
+        "{}",
+        r.log_text()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && r.readyz().is_none() {
         std::thread::sleep(Duration::from_millis(50));
@@ -201,20 +259,43 @@ fn first_issuance_serves_wildcard_and_apex_only() {
     let env = AcmeEnv::start(DOMAIN, 3600);
     let dir = tempfile::tempdir().unwrap();
     let acme = env.acme_toml(&dir.path().join("state"), "");
-    let mut r = Router::start(dir.path(), "r", &acme, None, &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)]);
+    let mut r = Router::start(
+        dir.path(),
+        "r",
+        &acme,
+        None,
+        &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)],
+    );
     r.wait_ready(Duration::from_secs(60));
     let config = tls_config(&env.pebble.issuing_root_pem());
     let s1 = handshake(r.https, &format!("alice.{DOMAIN}"), &config).unwrap();
     let s2 = handshake(r.https, DOMAIN, &config).unwrap();
     assert_eq!(s1, s2);
     let e = handshake(r.https, &format!("a.b.{DOMAIN}"), &config).unwrap_err();
-    assert!(e.contains("NotValidForName") || e.contains("not valid for"), "{e}");
-    assert!(env.knot.txt(&format!("_acme-challenge.{DOMAIN}")).is_empty(), "TXT cleaned up");
+    assert!(
+        e.contains("NotValidForName") || e.contains("not valid for"),
+        "{e}"
+    );
+    assert!(
+        env.knot
+            .txt(&format!("_acme-challenge.{DOMAIN}"))
+            .is_empty(),
+        "TXT cleaned up"
+    );
 
     let (ok, out) = cli(&r.config, &["cert", "status"], &[]);
     assert!(ok, "{out}");
-    assert!(out.contains("names: *.hubify.test, hubify.test") || out.contains("names: hubify.test, *.hubify.test"), "{out}");
-    assert!(out.contains("next-renewal:") && out.contains("not-after:") && out.contains("source: state dir"), "{out}");
+    assert!(
+        out.contains("names: *.hubify.test, hubify.test")
+            || out.contains("names: hubify.test, *.hubify.test"),
+        "{out}"
+    );
+    assert!(
+        out.contains("next-renewal:")
+            && out.contains("not-after:")
+            && out.contains("source: state dir"),
+        "{out}"
+    );
     assert!(out.contains(&s1.replace(':', "").to_uppercase()), "{out}");
 }
 
@@ -223,7 +304,13 @@ fn renewals_swap_in_without_a_failed_handshake() {
     let env = AcmeEnv::start(DOMAIN, 30);
     let dir = tempfile::tempdir().unwrap();
     let acme = env.acme_toml(&dir.path().join("state"), "check_interval = \"1s\"");
-    let mut r = Router::start(dir.path(), "r", &acme, None, &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)]);
+    let mut r = Router::start(
+        dir.path(),
+        "r",
+        &acme,
+        None,
+        &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)],
+    );
     r.wait_ready(Duration::from_secs(60));
     let config = tls_config(&env.pebble.issuing_root_pem());
     let mut serials: Vec<String> = Vec::new();
@@ -242,8 +329,21 @@ fn renewals_swap_in_without_a_failed_handshake() {
         handshakes += 1;
     }
     eprintln!("{handshakes} handshakes, serials seen in order: {serials:?}");
-    assert!(failures.is_empty(), "{} failed handshakes: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert_eq!(serials.len(), 3, "two renewals within the time limit:\n{}", r.log_text());
+    if std::env::var_os("SHOW_ROUTER_LOG").is_some() {
+        eprintln!("{}", r.log_text());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed handshakes: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        serials.len(),
+        3,
+        "two renewals within the time limit:\n{}",
+        r.log_text()
+    );
     let distinct: BTreeSet<_> = serials.iter().collect();
     assert_eq!(distinct.len(), 3);
 }
@@ -261,7 +361,13 @@ fn two_replicas_share_one_order_per_renewal() {
     a.wait_ready(Duration::from_secs(60));
     b.wait_ready(Duration::from_secs(60));
     let config = tls_config(&env.pebble.issuing_root_pem());
-    let orders = || redis_cmd(redis.port, "GET t:acme:orders").unwrap().trim().parse::<u64>().unwrap_or(0);
+    let orders = || {
+        redis_cmd(redis.port, "GET t:acme:orders")
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
 
     let first = wait_serial(&a, &config, Duration::from_secs(30), |_| true);
     wait_serial(&b, &config, Duration::from_secs(30), |s| s == first);
@@ -270,20 +376,34 @@ fn two_replicas_share_one_order_per_renewal() {
     // Through a renewal: both serve the new certificate, one more order.
     let second = wait_serial(&a, &config, Duration::from_secs(60), |s| s != first);
     wait_serial(&b, &config, Duration::from_secs(30), |s| s == second);
-    assert_eq!(orders(), 2, "one order per renewal\nA:\n{}\nB:\n{}", a.log_text(), b.log_text());
+    assert_eq!(
+        orders(),
+        2,
+        "one order per renewal\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
 
     // A forced renewal from the CLI under the same lock: both swap to it.
     let (ok, out) = cli(&a.config, &["cert", "renew"], &secret);
     assert!(ok, "{out}");
-    let third = wait_serial(&a, &config, Duration::from_secs(30), |s| s != first && s != second);
+    let third = wait_serial(&a, &config, Duration::from_secs(30), |s| {
+        s != first && s != second
+    });
     wait_serial(&b, &config, Duration::from_secs(30), |s| s == third);
     let n = orders();
-    assert!(n == 3 || n == 4, "forced renewal is one order (plus at most one scheduled renewal): {n}");
+    assert!(
+        n == 3 || n == 4,
+        "forced renewal is one order (plus at most one scheduled renewal): {n}"
+    );
     let issued_a = a.log_text().matches("ACME certificate issued").count();
     let issued_b = b.log_text().matches("ACME certificate issued").count();
     assert_eq!(issued_a + issued_b + 1, n as usize, "issuances = orders");
     let (ok, out) = cli(&a.config, &["cert", "status"], &[]);
-    assert!(ok && out.contains("source: redis t:tls:hubify.test"), "{out}");
+    assert!(
+        ok && out.contains("source: redis t:tls:hubify.test"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -302,13 +422,25 @@ fn restart_with_redis_down_serves_the_disk_copy() {
 
     let mut r2 = Router::start(dir.path(), "r2", &toml, Some(&redis.url()), &secret);
     r2.wait_ready(Duration::from_secs(30));
-    assert_eq!(handshake(r2.https, &format!("alice.{DOMAIN}"), &config).unwrap(), serial);
+    assert_eq!(
+        handshake(r2.https, &format!("alice.{DOMAIN}"), &config).unwrap(),
+        serial
+    );
     // Still serving after a few checks against the dead Redis.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && !r2.log_text().contains("cannot read the certificate from Redis") {
+    while Instant::now() < deadline
+        && !r2
+            .log_text()
+            .contains("cannot read the certificate from Redis")
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(r2.log_text().contains("cannot read the certificate from Redis"), "{}", r2.log_text());
+    assert!(
+        r2.log_text()
+            .contains("cannot read the certificate from Redis"),
+        "{}",
+        r2.log_text()
+    );
     assert_eq!(handshake(r2.https, DOMAIN, &config).unwrap(), serial);
 }
 
@@ -317,7 +449,13 @@ fn wrong_tsig_secret_keeps_the_old_certificate_and_backs_off() {
     let env = AcmeEnv::start(DOMAIN, 3600);
     let dir = tempfile::tempdir().unwrap();
     let good = env.acme_toml(&dir.path().join("state"), "");
-    let mut r = Router::start(dir.path(), "good", &good, None, &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)]);
+    let mut r = Router::start(
+        dir.path(),
+        "good",
+        &good,
+        None,
+        &[("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret)],
+    );
     r.wait_ready(Duration::from_secs(60));
     let config = tls_config(&env.pebble.issuing_root_pem());
     let serial = handshake(r.https, &format!("alice.{DOMAIN}"), &config).unwrap();
@@ -328,27 +466,61 @@ fn wrong_tsig_secret_keeps_the_old_certificate_and_backs_off() {
         &dir.path().join("state"),
         "renew_before = \"3650d\"\nretry_initial = \"300ms\"\nretry_max = \"1200ms\"\ncheck_interval = \"1s\"",
     );
-    let mut r = Router::start(dir.path(), "bad", &bad, None, &[("HUBIFY_EDGE_TSIG_SECRET", "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0xMjM0NTY=")]);
+    let mut r = Router::start(
+        dir.path(),
+        "bad",
+        &bad,
+        None,
+        &[(
+            "HUBIFY_EDGE_TSIG_SECRET",
+            "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC0xMjM0NTY=",
+        )],
+    );
     r.wait_ready(Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && r.log_text().matches("ACME issuance failed").count() < 5 {
-        assert_eq!(handshake(r.https, &format!("alice.{DOMAIN}"), &config).unwrap(), serial);
+        assert_eq!(
+            handshake(r.https, &format!("alice.{DOMAIN}"), &config).unwrap(),
+            serial
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = r.log_text();
-    let failures: Vec<&str> = log.lines().filter(|l| l.contains("ACME issuance failed")).collect();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ACME issuance failed"))
+        .collect();
     assert!(failures.len() >= 5, "{log}");
-    assert!(failures[0].contains("BADSIG") && failures[0].contains("HUBIFY_EDGE_TSIG_SECRET"), "{}", failures[0]);
+    assert!(
+        failures[0].contains("BADSIG") && failures[0].contains("HUBIFY_EDGE_TSIG_SECRET"),
+        "{}",
+        failures[0]
+    );
     let delays: Vec<u64> = failures
         .iter()
         .map(|l| {
             let v = l.split("retry_in_ms=").nth(1).unwrap();
-            v.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         })
         .collect();
-    assert_eq!(&delays[..5], &[300, 600, 1200, 1200, 1200], "exponential backoff, capped");
-    assert_eq!(handshake(r.https, DOMAIN, &config).unwrap(), serial, "the old certificate keeps serving");
-    assert!(env.knot.txt(&format!("_acme-challenge.{DOMAIN}")).is_empty());
+    assert_eq!(
+        &delays[..5],
+        &[300, 600, 1200, 1200, 1200],
+        "exponential backoff, capped"
+    );
+    assert_eq!(
+        handshake(r.https, DOMAIN, &config).unwrap(),
+        serial,
+        "the old certificate keeps serving"
+    );
+    assert!(env
+        .knot
+        .txt(&format!("_acme-challenge.{DOMAIN}"))
+        .is_empty());
 }
 
 /// A stand-in for the few Cloudflare endpoints the provider uses, with real state; created and
@@ -371,25 +543,41 @@ struct CfState {
 impl FakeCloudflare {
     fn start(knot: &hubify_edge_acme::testenv::Knot, token: &str) -> FakeCloudflare {
         use base64::Engine;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let secret = base64::engine::general_purpose::STANDARD.decode(&knot.secret).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(&knot.secret)
+            .unwrap();
         let key = hubify_edge_acme::dns::wire::TsigKey::new(
             &knot.key_name,
             hubify_edge_acme::dns::wire::TsigAlgorithm::HmacSha256,
             &secret,
         );
-        let mirror = Arc::new(hubify_edge_acme::dns::rfc2136::Rfc2136::new(knot.addr, &knot.zone, key));
+        let mirror = Arc::new(hubify_edge_acme::dns::rfc2136::Rfc2136::new(
+            knot.addr, &knot.zone, key,
+        ));
         let state = Arc::new(Mutex::new(CfState::default()));
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (st, token) = (state.clone(), token.to_string());
         rt.spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(serve_cf(sock, st.clone(), token.clone(), mirror.clone()));
             }
         });
-        FakeCloudflare { addr, state, _rt: rt }
+        FakeCloudflare {
+            addr,
+            state,
+            _rt: rt,
+        }
     }
 }
 
@@ -417,7 +605,11 @@ async fn serve_cf(
         let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
         let len: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
             .unwrap_or(0);
         while buf.len() < head_end + 4 + len {
             let mut chunk = [0u8; 4096];
@@ -429,16 +621,33 @@ async fn serve_cf(
         let body = buf[head_end + 4..head_end + 4 + len].to_vec();
         buf.drain(..head_end + 4 + len);
         let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let authorized = head.lines().any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}")));
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let authorized = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}")));
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let base = "/client/v4/zones/zone123";
-        let ok = |result: serde_json::Value| (200, serde_json::json!({"success": true, "errors": [], "result": result}));
+        let ok = |result: serde_json::Value| {
+            (
+                200,
+                serde_json::json!({"success": true, "errors": [], "result": result}),
+            )
+        };
         let (status, json) = if !authorized {
             state.lock().unwrap().unauthorized += 1;
-            (403, serde_json::json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "result": null}))
+            (
+                403,
+                serde_json::json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}], "result": null}),
+            )
         } else if method == "GET" && path == format!("{base}/dns_records") {
-            let name = query.split('&').find_map(|kv| kv.strip_prefix("name=")).unwrap_or("").to_string();
+            let name = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("name="))
+                .unwrap_or("")
+                .to_string();
             let st = state.lock().unwrap();
             let list: Vec<_> = st
                 .records
@@ -456,7 +665,8 @@ async fn serve_cf(
             st.next_id += 1;
             st.created += 1;
             let id = format!("rec{}", st.next_id);
-            st.records.insert(id.clone(), (name.clone(), content.clone()));
+            st.records
+                .insert(id.clone(), (name.clone(), content.clone()));
             ok(serde_json::json!({"id": id, "type": "TXT", "name": name, "content": content}))
         } else if method == "DELETE" && path.starts_with(&format!("{base}/dns_records/")) {
             let id = path.rsplit('/').next().unwrap_or("").to_string();
@@ -467,10 +677,16 @@ async fn serve_cf(
                     state.lock().unwrap().deleted += 1;
                     ok(serde_json::json!({"id": id}))
                 }
-                None => (404, serde_json::json!({"success": false, "errors": [{"code": 81044, "message": "Record does not exist."}], "result": null})),
+                None => (
+                    404,
+                    serde_json::json!({"success": false, "errors": [{"code": 81044, "message": "Record does not exist."}], "result": null}),
+                ),
             }
         } else {
-            (404, serde_json::json!({"success": false, "errors": [{"code": 7003, "message": "No route"}], "result": null}))
+            (
+                404,
+                serde_json::json!({"success": false, "errors": [{"code": 7003, "message": "No route"}], "result": null}),
+            )
         };
         let body = json.to_string();
         let rsp = format!(
@@ -488,7 +704,10 @@ fn cloudflare_provider_against_a_local_stand_in() {
     let env = AcmeEnv::start(DOMAIN, 3600);
     let cf = FakeCloudflare::start(&env.knot, "cf-token-123");
     let dir = tempfile::tempdir().unwrap();
-    let acme = env.acme_toml(&dir.path().join("state"), "retry_initial = \"500ms\"\nretry_max = \"1s\"");
+    let acme = env.acme_toml(
+        &dir.path().join("state"),
+        "retry_initial = \"500ms\"\nretry_max = \"1s\"",
+    );
     let head = acme.split("[acme.dns]").next().unwrap();
     let acme = format!(
         "{head}[acme.dns]\nprovider = \"cloudflare\"\nzone_id = \"zone123\"\napi_base = \"http://{}/client/v4\"\npropagation_server = \"{}\"\npropagation_timeout = \"20s\"\n",
@@ -496,13 +715,22 @@ fn cloudflare_provider_against_a_local_stand_in() {
     );
 
     // A wrong token first: a clear error, nothing served.
-    let mut r = Router::start(dir.path(), "badtoken", &acme, None, &[("CLOUDFLARE_API_TOKEN", "wrong")]);
+    let mut r = Router::start(
+        dir.path(),
+        "badtoken",
+        &acme,
+        None,
+        &[("CLOUDFLARE_API_TOKEN", "wrong")],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && !r.log_text().contains("ACME issuance failed") {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = r.log_text();
-    assert!(log.contains("HTTP 403") && log.contains("CLOUDFLARE_API_TOKEN"), "{log}");
+    assert!(
+        log.contains("HTTP 403") && log.contains("CLOUDFLARE_API_TOKEN"),
+        "{log}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline && r.readyz().is_none() {
         std::thread::sleep(Duration::from_millis(50));
@@ -510,7 +738,13 @@ fn cloudflare_provider_against_a_local_stand_in() {
     assert_eq!(r.readyz().unwrap().0, 503);
     r.stop();
 
-    let mut r = Router::start(dir.path(), "cf", &acme, None, &[("CLOUDFLARE_API_TOKEN", "cf-token-123")]);
+    let mut r = Router::start(
+        dir.path(),
+        "cf",
+        &acme,
+        None,
+        &[("CLOUDFLARE_API_TOKEN", "cf-token-123")],
+    );
     r.wait_ready(Duration::from_secs(60));
     let config = tls_config(&env.pebble.issuing_root_pem());
     handshake(r.https, &format!("alice.{DOMAIN}"), &config).unwrap();
@@ -521,5 +755,8 @@ fn cloudflare_provider_against_a_local_stand_in() {
     assert!(st.records.is_empty());
     assert!(st.unauthorized >= 1);
     drop(st);
-    assert!(env.knot.txt(&format!("_acme-challenge.{DOMAIN}")).is_empty());
+    assert!(env
+        .knot
+        .txt(&format!("_acme-challenge.{DOMAIN}"))
+        .is_empty());
 }

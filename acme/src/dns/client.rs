@@ -27,11 +27,15 @@ pub async fn exchange_udp(server: SocketAddr, msg: &[u8]) -> Result<Vec<u8>, Str
     let sock = UdpSocket::bind(bind_addr(server))
         .await
         .map_err(|e| format!("UDP socket: {e}"))?;
-    sock.connect(server).await.map_err(|e| format!("{server}: {e}"))?;
+    sock.connect(server)
+        .await
+        .map_err(|e| format!("{server}: {e}"))?;
     let mut buf = vec![0u8; 65_535];
     let mut last = String::from("no answer");
     for _ in 0..ATTEMPTS {
-        sock.send(msg).await.map_err(|e| format!("{server}: send: {e}"))?;
+        sock.send(msg)
+            .await
+            .map_err(|e| format!("{server}: send: {e}"))?;
         let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
         loop {
             match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
@@ -65,16 +69,24 @@ pub async fn exchange_udp(server: SocketAddr, msg: &[u8]) -> Result<Vec<u8>, Str
 
 async fn exchange_tcp(server: SocketAddr, msg: &[u8]) -> Result<Vec<u8>, String> {
     let fut = async {
-        let mut s = TcpStream::connect(server).await.map_err(|e| format!("{server}: {e}"))?;
+        let mut s = TcpStream::connect(server)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
         let _ = s.set_nodelay(true);
         let mut framed = Vec::with_capacity(msg.len() + 2);
         framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
         framed.extend_from_slice(msg);
-        s.write_all(&framed).await.map_err(|e| format!("{server}: {e}"))?;
+        s.write_all(&framed)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
         let mut len = [0u8; 2];
-        s.read_exact(&mut len).await.map_err(|e| format!("{server}: {e}"))?;
+        s.read_exact(&mut len)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
         let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut answer).await.map_err(|e| format!("{server}: {e}"))?;
+        s.read_exact(&mut answer)
+            .await
+            .map_err(|e| format!("{server}: {e}"))?;
         Ok(answer)
     };
     tokio::time::timeout(Duration::from_secs(10), fut)

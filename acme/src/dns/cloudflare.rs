@@ -22,7 +22,9 @@ pub struct Cloudflare {
 
 /// Cloudflare shows TXT content with or without surrounding quotes depending on the API version.
 fn unquote(s: &str) -> &str {
-    s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s)
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 impl Cloudflare {
@@ -49,7 +51,12 @@ impl Cloudflare {
         }
     }
 
-    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, DnsError> {
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, DnsError> {
         let url = format!("{}/zones/{}{path}", self.base, self.zone_id);
         let rsp = self
             .client
@@ -57,7 +64,10 @@ impl Cloudflare {
             .await
             .map_err(|e| self.err(e))?;
         let v: Value = serde_json::from_slice(&rsp.body).map_err(|e| {
-            self.err(format!("{method} {url}: HTTP {} with a body that is not JSON: {e}", rsp.status))
+            self.err(format!(
+                "{method} {url}: HTTP {} with a body that is not JSON: {e}",
+                rsp.status
+            ))
         })?;
         let success = v.get("success").and_then(Value::as_bool).unwrap_or(false);
         if !(200..300).contains(&rsp.status) || !success {
@@ -70,7 +80,10 @@ impl Cloudflare {
             } else {
                 ""
             };
-            return Err(self.err(format!("{method} {url}: HTTP {}: {errors}{hint}", rsp.status)));
+            return Err(self.err(format!(
+                "{method} {url}: HTTP {}: {errors}{hint}",
+                rsp.status
+            )));
         }
         Ok(v)
     }
@@ -78,7 +91,11 @@ impl Cloudflare {
     /// (id, content) of the TXT records at `fqdn`.
     pub async fn list_txt(&self, fqdn: &str) -> Result<Vec<(String, String)>, DnsError> {
         let v = self
-            .call(http::Method::GET, &format!("/dns_records?type=TXT&name={fqdn}&per_page=100"), None)
+            .call(
+                http::Method::GET,
+                &format!("/dns_records?type=TXT&name={fqdn}&per_page=100"),
+                None,
+            )
             .await?;
         let list = v
             .get("result")
@@ -132,7 +149,11 @@ impl DnsProvider for Cloudflare {
         let names: Vec<String> = v
             .pointer("/result/name_servers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut out = Vec::new();
         for ns in &names {

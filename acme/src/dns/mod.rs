@@ -51,13 +51,17 @@ pub fn from_config(
     match dns.provider {
         ProviderKind::Rfc2136 => {
             let server = dns.server.ok_or_else(|| cfg("acme.dns.server: missing"))?;
-            let zone = dns.zone.clone().ok_or_else(|| cfg("acme.dns.zone: missing"))?;
+            let zone = dns
+                .zone
+                .clone()
+                .ok_or_else(|| cfg("acme.dns.zone: missing"))?;
             let key_name = dns
                 .tsig_key_name
                 .clone()
                 .ok_or_else(|| cfg("acme.dns.tsig_key_name: missing"))?;
-            let algorithm = wire::TsigAlgorithm::parse(&dns.tsig_algorithm)
-                .ok_or_else(|| cfg("acme.dns.tsig_algorithm: must be hmac-sha256 or hmac-sha512"))?;
+            let algorithm = wire::TsigAlgorithm::parse(&dns.tsig_algorithm).ok_or_else(|| {
+                cfg("acme.dns.tsig_algorithm: must be hmac-sha256 or hmac-sha512")
+            })?;
             let secret = std::env::var("HUBIFY_EDGE_TSIG_SECRET").map_err(|_| {
                 cfg("acme.dns: the rfc2136 provider needs the TSIG secret (base64) in the environment variable HUBIFY_EDGE_TSIG_SECRET")
             })?;
@@ -72,7 +76,10 @@ pub fn from_config(
             Ok(Arc::new(p))
         }
         ProviderKind::Cloudflare => {
-            let zone_id = dns.zone_id.clone().ok_or_else(|| cfg("acme.dns.zone_id: missing"))?;
+            let zone_id = dns
+                .zone_id
+                .clone()
+                .ok_or_else(|| cfg("acme.dns.zone_id: missing"))?;
             let token = std::env::var("CLOUDFLARE_API_TOKEN").map_err(|_| {
                 cfg("acme.dns: the cloudflare provider needs an API token (Zone.DNS edit) in the environment variable CLOUDFLARE_API_TOKEN")
             })?;
@@ -96,7 +103,11 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(s)
+                .ok()
+        })
         .filter(|k| !k.is_empty())
 }
 
@@ -123,7 +134,11 @@ pub async fn wait_propagation(
             match query_txt(*server, fqdn).await {
                 Ok(seen) => {
                     if !values.iter().all(|v| seen.contains(v)) {
-                        missing.push(format!("{server}: has {} of the {} values", values.iter().filter(|v| seen.contains(v)).count(), values.len()));
+                        missing.push(format!(
+                            "{server}: has {} of the {} values",
+                            values.iter().filter(|v| seen.contains(v)).count(),
+                            values.len()
+                        ));
                     }
                 }
                 Err(e) => missing.push(format!("{server}: {e}")),

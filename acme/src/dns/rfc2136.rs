@@ -52,7 +52,8 @@ impl Rfc2136 {
         let raw = exchange_udp(self.server, &msg)
             .await
             .map_err(|e| self.err(format!("UPDATE to {}: {e}", self.server)))?;
-        let answer = wire::parse(&raw).map_err(|e| self.err(format!("UPDATE answer from {}: {e}", self.server)))?;
+        let answer = wire::parse(&raw)
+            .map_err(|e| self.err(format!("UPDATE answer from {}: {e}", self.server)))?;
         let tsig_problem = match &answer.tsig {
             Some(t) if t.error != 0 => Some(wire::tsig_error_name(t.error)),
             _ => None,

@@ -79,7 +79,12 @@ fn header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
 }
 
 /// A non-recursive query (`RD=0`: we ask the authoritative server itself).
-pub fn query(id: u16, name: &str, rtype: u16, recursion_desired: bool) -> Result<Vec<u8>, WireError> {
+pub fn query(
+    id: u16,
+    name: &str,
+    rtype: u16,
+    recursion_desired: bool,
+) -> Result<Vec<u8>, WireError> {
     let flags = if recursion_desired { 0x0100 } else { 0 };
     let mut out = header(id, flags, [1, 0, 0, 0]);
     put_name(&mut out, name)?;
@@ -92,7 +97,11 @@ pub fn query(id: u16, name: &str, rtype: u16, recursion_desired: bool) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Add this TXT value (other values at the name stay).
-    AddTxt { name: String, value: String, ttl: u32 },
+    AddTxt {
+        name: String,
+        value: String,
+        ttl: u32,
+    },
     /// Delete exactly this TXT value (others stay).
     DeleteTxt { name: String, value: String },
 }
@@ -114,7 +123,10 @@ pub fn update(id: u16, zone: &str, changes: &[Change]) -> Result<Vec<u8>, WireEr
         put_u16(&mut out, class);
         put_u32(&mut out, ttl);
         let rdata = txt_rdata(value);
-        put_u16(&mut out, u16::try_from(rdata.len()).map_err(|_| werr("TXT value too long"))?);
+        put_u16(
+            &mut out,
+            u16::try_from(rdata.len()).map_err(|_| werr("TXT value too long"))?,
+        );
         out.extend_from_slice(&rdata);
     }
     Ok(out)
@@ -180,7 +192,13 @@ impl TsigKey {
     }
 
     /// The TSIG variables (RFC 8945 §4.3.3) appended to the digest.
-    fn variables(&self, time_signed: u64, fudge: u16, error: u16, other: &[u8]) -> Result<Vec<u8>, WireError> {
+    fn variables(
+        &self,
+        time_signed: u64,
+        fudge: u16,
+        error: u16,
+        other: &[u8],
+    ) -> Result<Vec<u8>, WireError> {
         let mut v = Vec::with_capacity(64);
         put_name(&mut v, &self.name)?;
         put_u16(&mut v, CLASS_ANY);
@@ -200,7 +218,10 @@ impl TsigKey {
         if msg.len() < 12 {
             return Err(werr("message shorter than its header"));
         }
-        let time_signed = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let time_signed = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(msg);
         ctx.update(&self.variables(time_signed, FUDGE, 0, &[])?);
@@ -235,7 +256,10 @@ impl TsigKey {
         };
         if t.mac.is_empty() {
             // A server that could not verify our request (BADKEY/BADSIG) answers unsigned.
-            return Err(format!("the server rejected our signature ({})", tsig_error_name(t.error)));
+            return Err(format!(
+                "the server rejected our signature ({})",
+                tsig_error_name(t.error)
+            ));
         }
         let mut unsigned = raw[..t.offset].to_vec();
         let ar = answer.arcount.saturating_sub(1);
@@ -343,7 +367,12 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_be_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+        Ok(u32::from_be_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
     }
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).ok_or_else(|| werr("truncated"))?;
@@ -383,7 +412,10 @@ impl<'a> Reader<'a> {
             }
             let start = pos + 1;
             let end = start + usize::from(len);
-            let label = self.b.get(start..end).ok_or_else(|| werr("truncated label"))?;
+            let label = self
+                .b
+                .get(start..end)
+                .ok_or_else(|| werr("truncated label"))?;
             labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
             if labels.len() > 128 {
                 return Err(werr("name too long"));
@@ -439,18 +471,25 @@ pub fn parse(raw: &[u8]) -> Result<Message, WireError> {
                 let mut p = 0;
                 while p < rdata.len() {
                     let l = usize::from(rdata[p]);
-                    let chunk = rdata.get(p + 1..p + 1 + l).ok_or_else(|| werr("bad TXT rdata"))?;
+                    let chunk = rdata
+                        .get(p + 1..p + 1 + l)
+                        .ok_or_else(|| werr("bad TXT rdata"))?;
                     s.extend_from_slice(chunk);
                     p += 1 + l;
                 }
                 msg.txt.push(String::from_utf8_lossy(&s).into_owned());
             }
             2 if in_answer => {
-                let mut sub = Reader { b: raw, pos: rdata_start };
+                let mut sub = Reader {
+                    b: raw,
+                    pos: rdata_start,
+                };
                 msg.ns.push(sub.name()?);
             }
             1 if in_answer && rdata.len() == 4 => {
-                msg.addrs.push(std::net::IpAddr::from([rdata[0], rdata[1], rdata[2], rdata[3]]));
+                msg.addrs.push(std::net::IpAddr::from([
+                    rdata[0], rdata[1], rdata[2], rdata[3],
+                ]));
             }
             28 if in_answer && rdata.len() == 16 => {
                 let mut a = [0u8; 16];
@@ -458,7 +497,10 @@ pub fn parse(raw: &[u8]) -> Result<Message, WireError> {
                 msg.addrs.push(std::net::IpAddr::from(a));
             }
             TYPE_TSIG if i + 1 == total => {
-                let mut t = Reader { b: raw, pos: rdata_start };
+                let mut t = Reader {
+                    b: raw,
+                    pos: rdata_start,
+                };
                 let _alg = t.name()?;
                 let hi = u64::from(t.u16()?);
                 let lo = u64::from(t.u32()?);
