@@ -38,8 +38,10 @@ fn whole_seconds(d: Duration) -> u64 {
 pub fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(whole_seconds(config.server.grace_period)),
-        graceful_shutdown_timeout_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        // Pingora's grace period is how long requests in flight may run after the listeners
+        // close; `shutdown::Signals` ends the process earlier once nothing is in flight.
+        grace_period_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool,
         work_stealing: true,
         ..ServerConf::default()
@@ -71,7 +73,9 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
             std::thread::Builder::new()
                 .name("cert-files".into())
                 .spawn(move || watcher.run(interval))
-                .map_err(|e| StartError::Listener(format!("cannot start the certificate watcher: {e}")))?;
+                .map_err(|e| {
+                    StartError::Listener(format!("cannot start the certificate watcher: {e}"))
+                })?;
         }
         TlsSource::Acme => return Err(StartError::AcmeUnavailable),
     }

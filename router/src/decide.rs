@@ -57,7 +57,10 @@ pub struct Forward<'c> {
 /// sorted longest first (the config guarantees it), so the first match wins.
 pub fn match_rule<'c>(rules: &'c [PathRule], path: &str) -> Option<(usize, &'c PathRule)> {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    rules.iter().enumerate().find(|(_, r)| prefix_matches(&r.prefix, path))
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| prefix_matches(&r.prefix, path))
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {

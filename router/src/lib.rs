@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod redirect;
 pub mod request_id;
 pub mod routes;
+pub mod shutdown;
 pub mod tls;

@@ -10,7 +10,11 @@ use hubify_edge_config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hubify-edge", version, about = "The edge router in front of every Hubify workspace")]
+#[command(
+    name = "hubify-edge",
+    version,
+    about = "The edge router in front of every Hubify workspace"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded local-development defaults.
     #[arg(long, short, global = true)]
@@ -75,10 +79,17 @@ fn main() -> ExitCode {
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .ok();
+            let signals = hubify_edge::shutdown::Signals {
+                grace_period: config.server.grace_period,
+                shutdown_timeout: config.server.shutdown_timeout,
+            };
             match hubify_edge::app::build(config) {
                 Ok(server) => {
                     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hubify-edge starting");
-                    server.run_forever()
+                    server.run(pingora_core::server::RunArgs {
+                        shutdown_signal: Box::new(signals),
+                    });
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

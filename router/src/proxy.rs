@@ -25,6 +25,7 @@ use crate::host::{classify, normalize_host, HostMatch};
 use crate::pages;
 use crate::request_id;
 use crate::routes::{Lookup, RouteStore};
+use crate::shutdown::InFlight;
 use crate::tls::Sni;
 
 /// Everything the listeners share: configuration and the route store.
@@ -83,6 +84,8 @@ pub struct Ctx {
     pub status: u16,
     pub start: Instant,
     pub detail: Option<String>,
+    /// Counts the request as in flight until the context is dropped.
+    pub _in_flight: InFlight,
 }
 
 impl EdgeProxy {
@@ -183,6 +186,7 @@ impl ProxyHttp for EdgeProxy {
             status: 0,
             start: Instant::now(),
             detail: None,
+            _in_flight: InFlight::enter(),
         }
     }
 
@@ -200,18 +204,39 @@ impl ProxyHttp for EdgeProxy {
             Ok(Some(h)) => h,
             Ok(None) => {
                 return self
-                    .respond(session, ctx, 400, "bad_request", "The request has no Host.", &[])
+                    .respond(
+                        session,
+                        ctx,
+                        400,
+                        "bad_request",
+                        "The request has no Host.",
+                        &[],
+                    )
                     .await
             }
             Err(()) => {
                 return self
-                    .respond(session, ctx, 400, "bad_request", "The Host header is malformed or repeated.", &[])
+                    .respond(
+                        session,
+                        ctx,
+                        400,
+                        "bad_request",
+                        "The Host header is malformed or repeated.",
+                        &[],
+                    )
                     .await
             }
         };
         let Some(host) = normalize_host(raw_host) else {
             return self
-                .respond(session, ctx, 400, "bad_request", "The Host header is malformed.", &[])
+                .respond(
+                    session,
+                    ctx,
+                    400,
+                    "bad_request",
+                    "The Host header is malformed.",
+                    &[],
+                )
                 .await;
         };
 
@@ -222,7 +247,8 @@ impl ProxyHttp for EdgeProxy {
                 .and_then(|s| s.extension.get::<Sni>());
             if let Some(sni) = sni {
                 if !sni.0.eq_ignore_ascii_case(host.as_ref()) {
-                    let detail = "This connection was opened for another host name; open a new connection.";
+                    let detail =
+                        "This connection was opened for another host name; open a new connection.";
                     return self
                         .respond(session, ctx, 421, "misdirected", detail, &[])
                         .await;
@@ -236,8 +262,15 @@ impl ProxyHttp for EdgeProxy {
                 return match config.reserved.get("@") {
                     Some(r) => self.reserved(session, ctx, r).await,
                     None => {
-                        self.respond(session, ctx, 404, "not_found", "No workspace at this address.", &[])
-                            .await
+                        self.respond(
+                            session,
+                            ctx,
+                            404,
+                            "not_found",
+                            "No workspace at this address.",
+                            &[],
+                        )
+                        .await
                     }
                 }
             }
@@ -264,7 +297,14 @@ impl ProxyHttp for EdgeProxy {
             Lookup::Unavailable => {
                 let detail = "The route store is unavailable; try again shortly.";
                 return self
-                    .respond(session, ctx, 503, "unavailable", detail, &[(http::header::RETRY_AFTER, "5".into())])
+                    .respond(
+                        session,
+                        ctx,
+                        503,
+                        "unavailable",
+                        detail,
+                        &[(http::header::RETRY_AFTER, "5".into())],
+                    )
                     .await;
             }
             Lookup::Invalid(why) => {
@@ -298,10 +338,9 @@ impl ProxyHttp for EdgeProxy {
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
-                        let detail = "The workspace has no address and 6PN lookups are not enabled.";
-                        return self
-                            .respond(session, ctx, 502, "error", detail, &[])
-                            .await;
+                        let detail =
+                            "The workspace has no address and 6PN lookups are not enabled.";
+                        return self.respond(session, ctx, 502, "error", detail, &[]).await;
                     }
                 };
                 let mut read_timeout = config.upstream.read_timeout;
@@ -397,8 +436,8 @@ impl ProxyHttp for EdgeProxy {
         use ErrorType::*;
         let status = match e.etype() {
             HTTPStatus(code) => *code,
-            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
-            | SocketError | BindError => 502,
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+            | TLSHandshakeFailure | SocketError | BindError => 502,
             ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
