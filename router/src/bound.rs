@@ -71,7 +71,10 @@ fn serves(socket: &SocketAddr, want: &SocketAddr) -> bool {
         return false;
     }
     let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     canon(socket.ip()) == canon(want.ip())
@@ -153,7 +156,10 @@ mod tests {
     fn address_matching() {
         let want: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
         assert!(serves(&want, &want));
-        assert!(serves(&"[::ffff:127.0.0.1]:8443".parse().expect("addr"), &want));
+        assert!(serves(
+            &"[::ffff:127.0.0.1]:8443".parse().expect("addr"),
+            &want
+        ));
         assert!(!serves(&"127.0.0.1:8444".parse().expect("addr"), &want));
         assert!(!serves(&"0.0.0.0:8443".parse().expect("addr"), &want));
     }

@@ -243,7 +243,8 @@ struct Families {
     websockets_open: IntGaugeVec,
 }
 
-static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    Families {
     requests: counter_vec(
         "hubify_requests_total",
         "Requests answered, by listener, outcome, path rule and status class.",
@@ -265,6 +266,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     )
     .map(register)
     .unwrap_or_else(|e| invalid("hubify_websockets_open", e)),
+}
 });
 
 /// The request metrics of one listener, with every label combination resolved at most once.
@@ -306,7 +308,13 @@ impl RequestMetrics {
 
     /// Counts one finished request. `duration`: `None` leaves the duration histogram alone (an
     /// upgraded WebSocket session is not a request latency).
-    pub fn request(&self, outcome: Outcome, rule: Option<usize>, status: u16, duration: Option<Duration>) {
+    pub fn request(
+        &self,
+        outcome: Outcome,
+        rule: Option<usize>,
+        status: u16,
+        duration: Option<Duration>,
+    ) {
         let r = self.rule_slot(rule);
         let class = StatusClass::of(status);
         let n_rules = self.rules.len();
@@ -339,7 +347,11 @@ impl RequestMetrics {
     pub fn websocket_opened(&self, rule: Option<usize>) -> WebSocketOpen {
         let r = self.rule_slot(rule);
         let gauge = self.websockets[r]
-            .get_or_init(|| FAMILIES.websockets_open.with_label_values(&[&self.rules[r]]))
+            .get_or_init(|| {
+                FAMILIES
+                    .websockets_open
+                    .with_label_values(&[&self.rules[r]])
+            })
             .clone();
         gauge.inc();
         WebSocketOpen(gauge)
@@ -437,7 +449,9 @@ static UPSTREAM: LazyLock<Upstream> = LazyLock::new(|| {
             connections.with_label_values(&["false"]),
             connections.with_label_values(&["true"]),
         ],
-        errors: by(UpstreamErrorKind::ALL, |k| errors.with_label_values(&[k.as_str()])),
+        errors: by(UpstreamErrorKind::ALL, |k| {
+            errors.with_label_values(&[k.as_str()])
+        }),
     }
 });
 
@@ -713,7 +727,9 @@ static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
         &["result"],
     );
     TlsMetrics {
-        handshakes: by(HandshakeResult::ALL, |r| handshakes.with_label_values(&[r.as_str()])),
+        handshakes: by(HandshakeResult::ALL, |r| {
+            handshakes.with_label_values(&[r.as_str()])
+        }),
         not_after: GaugeVec::new(
             Opts::new(
                 "hubify_tls_certificate_not_after_seconds",
@@ -723,7 +739,9 @@ static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
         )
         .map(register)
         .unwrap_or_else(|e| invalid("hubify_tls_certificate_not_after_seconds", e)),
-        renewals: by(RenewalResult::ALL, |r| renewals.with_label_values(&[r.as_str()])),
+        renewals: by(RenewalResult::ALL, |r| {
+            renewals.with_label_values(&[r.as_str()])
+        }),
     }
 });
 
@@ -735,7 +753,9 @@ pub fn tls_handshake(result: HandshakeResult) {
 /// Sets the expiry of the certificate served for `name` (a configured certificate name such as
 /// `*.hubify.com`).
 pub fn cert_not_after(name: &str, unix_secs: i64) {
-    TLS.not_after.with_label_values(&[name]).set(unix_secs as f64);
+    TLS.not_after
+        .with_label_values(&[name])
+        .set(unix_secs as f64);
 }
 
 /// Replaces the certificate gauges with what is loaded now: one series per name; when several
@@ -817,7 +837,11 @@ impl tracing::field::Visit for MessagePrefix {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandshakeFailures {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let mut visitor = MessagePrefix(None);
         event.record(&mut visitor);
         if let Some(result) = visitor.0 {
@@ -836,7 +860,10 @@ struct ProcessMetrics {
 
 static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
     build_info: IntGaugeVec::new(
-        Opts::new("hubify_build_info", "Always 1; the labels say which build is running."),
+        Opts::new(
+            "hubify_build_info",
+            "Always 1; the labels say which build is running.",
+        ),
         &["version", "git_commit"],
     )
     .map(register)
@@ -908,9 +935,15 @@ mod tests {
     fn upstream_error_kinds() {
         use pingora_error::{Error, ErrorType};
         let refused = Error::new(ErrorType::ConnectRefused);
-        assert_eq!(UpstreamErrorKind::of(&refused), Some(UpstreamErrorKind::ConnectRefused));
+        assert_eq!(
+            UpstreamErrorKind::of(&refused),
+            Some(UpstreamErrorKind::ConnectRefused)
+        );
         let read = Error::new_up(ErrorType::ReadTimedout);
-        assert_eq!(UpstreamErrorKind::of(&read), Some(UpstreamErrorKind::ReadTimeout));
+        assert_eq!(
+            UpstreamErrorKind::of(&read),
+            Some(UpstreamErrorKind::ReadTimeout)
+        );
         let client_gone = Error::new_down(ErrorType::ConnectionClosed);
         assert_eq!(UpstreamErrorKind::of(&client_gone), None);
         let internal = Error::new(ErrorType::InternalError);
@@ -926,8 +959,18 @@ mod tests {
     #[test]
     fn request_table_exports_only_what_happened_with_bounded_labels() {
         let m = RequestMetrics::new(Listener::Http, &["unit_a", "unit_b"]);
-        m.request(Outcome::Forward, Some(1), 204, Some(Duration::from_millis(3)));
-        m.request(Outcome::Forward, Some(1), 200, Some(Duration::from_millis(3)));
+        m.request(
+            Outcome::Forward,
+            Some(1),
+            204,
+            Some(Duration::from_millis(3)),
+        );
+        m.request(
+            Outcome::Forward,
+            Some(1),
+            200,
+            Some(Duration::from_millis(3)),
+        );
         m.request(Outcome::NotFound, None, 404, Some(Duration::from_millis(1)));
         // An index past the configured rules falls back to "none" rather than panicking.
         m.request(Outcome::Error, Some(99), 502, None);
@@ -947,12 +990,21 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            line_value(&text, r#"hubify_request_duration_seconds_count{outcome="forward",rule="unit_b"}"#),
+            line_value(
+                &text,
+                r#"hubify_request_duration_seconds_count{outcome="forward",rule="unit_b"}"#
+            ),
             Some(2.0)
         );
-        assert!(!text.contains(r#"rule="unit_a""#), "unused combinations stay unexported");
+        assert!(
+            !text.contains(r#"rule="unit_a""#),
+            "unused combinations stay unexported"
+        );
         assert_eq!(
-            line_value(&text, r#"hubify_request_duration_seconds_count{outcome="error",rule="none"}"#),
+            line_value(
+                &text,
+                r#"hubify_request_duration_seconds_count{outcome="error",rule="none"}"#
+            ),
             None
         );
     }
@@ -999,14 +1051,19 @@ mod tests {
             "hubify_upstream_connect_duration_seconds_count",
             "hubify_start_time_seconds",
         ] {
-            assert!(text.lines().any(|l| l.starts_with(family)), "{family} missing");
+            assert!(
+                text.lines().any(|l| l.starts_with(family)),
+                "{family} missing"
+            );
         }
         assert!(text.contains(&format!(
             "hubify_build_info{{git_commit=\"{GIT_COMMIT}\",version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
         assert!(text.contains(r#"hubify_tls_handshakes_total{result="ok"}"#));
-        assert!(text.contains(r#"hubify_sixpn_dns_lookup_duration_seconds_count{result="found"} 0"#));
+        assert!(
+            text.contains(r#"hubify_sixpn_dns_lookup_duration_seconds_count{result="found"} 0"#)
+        );
         assert!(text.contains(r#"hubify_machine_wake_duration_seconds_count{result="timeout"} 0"#));
     }
 }

@@ -104,7 +104,11 @@ impl ServeHttp for OpsApp {
                 }
             }
             "/metrics" => text(200, crate::metrics::CONTENT_TYPE, self.metrics()),
-            _ => text(404, PLAIN, "not found: try /metrics, /healthz or /readyz\n".into()),
+            _ => text(
+                404,
+                PLAIN,
+                "not found: try /metrics, /healthz or /readyz\n".into(),
+            ),
         }
     }
 }

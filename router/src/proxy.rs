@@ -61,7 +61,12 @@ impl EdgeProxy {
             ListenerMode::Tls => ("https", metrics::Listener::Https),
             ListenerMode::Plain(_) => ("http", metrics::Listener::Http),
         };
-        let rule_names: Vec<&str> = shared.config.paths.iter().map(|r| r.name.as_str()).collect();
+        let rule_names: Vec<&str> = shared
+            .config
+            .paths
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
         let metrics = RequestMetrics::new(listener, &rule_names);
         EdgeProxy {
             mode,

@@ -54,7 +54,11 @@ impl ServeHttp for RedirectApp {
                 Outcome::Redirect,
                 308,
             ),
-            None => (builder.status(400).body(Vec::new()), Outcome::BadRequest, 400),
+            None => (
+                builder.status(400).body(Vec::new()),
+                Outcome::BadRequest,
+                400,
+            ),
         };
         self.metrics
             .request(outcome, None, status, Some(start.elapsed()));
