@@ -640,6 +640,32 @@ port = {gw}
         .get("process_resident_memory_bytes")
         .is_some_and(|v| v > 0.0));
 
+    // Every metric the Grafana dashboard queries exists on this page.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana-dashboard.json"
+    ))
+    .expect("deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    m.text.contains(&format!("# TYPE {family} ")),
+                    "the dashboard queries {name}, which /metrics does not have"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried > 30, "the dashboard queries only {queried} metrics");
+
     // Bounded labels: no workspace label, host or path leaks into the exposition.
     for leak in ["alice", "bob", "/dead", "/terminal"] {
         assert!(
@@ -740,6 +766,28 @@ port = {gw}
         ),
         "Pingora's handshake error line is not in the log:\n{stdout}"
     );
+}
+
+/// The `hubify_*` and `process_*` metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &expr[i..];
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word && (rest.starts_with("hubify_") || rest.starts_with("process_")) {
+            let len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            names.push(rest[..len].to_string());
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    names
 }
 
 /// `/readyz` names a listener the process could not bind, and turns ready once it binds.
