@@ -676,14 +676,33 @@ port = {gw}
     }
 
     // The access log: one JSON object per line, one `access` line per proxied request.
-    let stdout = router.stdout();
-    let mut access = Vec::new();
-    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line}"));
-        if v["target"] == "access" {
-            access.push(v);
+    // (A request is counted just before its line is written: wait for the lines too.)
+    let deadline = Instant::now() + BOUND;
+    let (stdout, access) = loop {
+        let stdout = router.stdout();
+        let mut access = Vec::new();
+        for line in stdout.lines().filter(|l| l.ends_with('}')) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("stdout line is not one JSON object ({e}): {line}"));
+            if v["target"] == "access" {
+                access.push(v);
+            }
         }
+        if access.len() >= 8 || Instant::now() > deadline {
+            break (stdout, access);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Complete lines only (the process may be writing one right now).
+    for line in stdout
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .filter(|l| !l.trim().is_empty())
+    {
+        assert!(
+            line.starts_with('{') && line.ends_with('}'),
+            "stdout line is not one JSON object: {line}"
+        );
     }
     assert_eq!(
         access.len(),
