@@ -84,6 +84,7 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
 
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.
 pub fn build(config: Config) -> Result<Server, StartError> {
+    crate::metrics::init();
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
     let conf = server.configuration.clone();
@@ -114,19 +115,24 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(svc);
     }
     if let Some(redirect) = &listeners.redirect {
-        let app = RedirectApp {
-            https_port: redirect.https_port,
-        };
+        let app = RedirectApp::new(redirect.https_port);
         let mut svc = Service::new("redirect".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&redirect.address.to_string());
         tracing::info!(address = %redirect.address, "redirect listener");
         server.add_service(svc);
     }
     if let Some(addr) = ops_addr {
-        let app = OpsApp {
-            shared: shared.clone(),
-            certs: certs.clone(),
-        };
+        let mut serving = Vec::new();
+        if let Some(l) = &listeners.https {
+            serving.push(("listener_https", l.address));
+        }
+        if let Some(l) = &listeners.http {
+            serving.push(("listener_http", l.address));
+        }
+        if let Some(l) = &listeners.redirect {
+            serving.push(("listener_redirect", l.address));
+        }
+        let app = OpsApp::new(shared.clone(), certs.clone(), serving);
         let mut svc = Service::new("ops".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&addr.to_string());
         tracing::info!(address = %addr, "ops listener");

@@ -7,6 +7,7 @@
 //! issues them.
 
 pub mod app;
+pub mod bound;
 pub mod decide;
 pub mod host;
 pub mod metrics;
