@@ -309,6 +309,12 @@ impl Manager {
     }
 
     async fn issue_and_store(&mut self) -> Result<(), AcmeError> {
+        let result = self.issue_and_store_inner().await;
+        crate::metrics::renewal_done(result.is_ok());
+        result
+    }
+
+    async fn issue_and_store_inner(&mut self) -> Result<(), AcmeError> {
         let account = self.account().await?;
         // `replaces` (RFC 9773) only where the CA answered ARI for the serving certificate.
         let replaces = self

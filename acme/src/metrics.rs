@@ -64,3 +64,17 @@ impl Renewals {
 
 /// This process's renewal counters.
 pub static RENEWALS: Renewals = Renewals::new();
+
+static OBSERVER: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
+
+/// Registers the router's hook called after each ACME order of this process: `true` when it
+/// ended with a stored certificate, `false` when it failed. The first registration wins.
+pub fn on_renewal(hook: fn(bool)) {
+    let _ = OBSERVER.set(hook);
+}
+
+pub(crate) fn renewal_done(ok: bool) {
+    if let Some(hook) = OBSERVER.get() {
+        hook(ok);
+    }
+}

@@ -38,8 +38,10 @@ fn whole_seconds(d: Duration) -> u64 {
 pub fn server_conf(config: &Config) -> ServerConf {
     ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(whole_seconds(config.server.grace_period)),
-        graceful_shutdown_timeout_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        // Pingora's grace period is how long requests in flight may run after the listeners
+        // close; `shutdown::Signals` ends the process earlier once nothing is in flight.
+        grace_period_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool,
         work_stealing: true,
         ..ServerConf::default()
@@ -78,6 +80,13 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
         TlsSource::Acme => {
             // Serves the stored certificate (state dir) at once when there is one; otherwise the
             // listener fails handshakes and /readyz says "certificate" until the first issuance.
+            hubify_edge_acme::metrics::on_renewal(|ok| {
+                crate::metrics::renewal(if ok {
+                    crate::metrics::RenewalResult::Ok
+                } else {
+                    crate::metrics::RenewalResult::Error
+                })
+            });
             hubify_edge_acme::start(config, resolver.clone())?;
         }
     }
@@ -86,6 +95,7 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
 
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.
 pub fn build(config: Config) -> Result<Server, StartError> {
+    crate::metrics::init();
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
     let conf = server.configuration.clone();
@@ -116,19 +126,24 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(svc);
     }
     if let Some(redirect) = &listeners.redirect {
-        let app = RedirectApp {
-            https_port: redirect.https_port,
-        };
+        let app = RedirectApp::new(redirect.https_port);
         let mut svc = Service::new("redirect".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&redirect.address.to_string());
         tracing::info!(address = %redirect.address, "redirect listener");
         server.add_service(svc);
     }
     if let Some(addr) = ops_addr {
-        let app = OpsApp {
-            shared: shared.clone(),
-            certs: certs.clone(),
-        };
+        let mut serving = Vec::new();
+        if let Some(l) = &listeners.https {
+            serving.push(("listener_https", l.address));
+        }
+        if let Some(l) = &listeners.http {
+            serving.push(("listener_http", l.address));
+        }
+        if let Some(l) = &listeners.redirect {
+            serving.push(("listener_redirect", l.address));
+        }
+        let app = OpsApp::new(shared.clone(), certs.clone(), serving);
         let mut svc = Service::new("ops".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&addr.to_string());
         tracing::info!(address = %addr, "ops listener");

@@ -7,6 +7,7 @@
 //! issues them.
 
 pub mod app;
+pub mod bound;
 pub mod decide;
 pub mod host;
 pub mod metrics;
@@ -16,4 +17,5 @@ pub mod proxy;
 pub mod redirect;
 pub mod request_id;
 pub mod routes;
+pub mod shutdown;
 pub mod tls;

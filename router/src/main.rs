@@ -127,20 +127,28 @@ fn load(path: Option<&PathBuf>) -> Result<Config, hubify_edge_config::ConfigErro
 }
 
 fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_env("HUBIFY_EDGE_LOG")
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(true)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+    // One JSON object per line in json mode: the access line's fields at the top level.
+    let fmt = match config.log.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    // `init` also installs the `log` → tracing bridge (Pingora logs through `log`).
+    let installed = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(hubify_edge::metrics::handshake_failure_layer())
+        .try_init();
+    if let Err(e) = installed {
+        eprintln!("hubify-edge: logging not initialised: {e}");
     }
-    // Pingora logs through `log`; bridge it into tracing.
-    let _ = tracing_log::LogTracer::init();
 }
 
 fn main() -> ExitCode {
@@ -173,10 +181,17 @@ fn main() -> ExitCode {
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .ok();
+            let signals = hubify_edge::shutdown::Signals {
+                grace_period: config.server.grace_period,
+                shutdown_timeout: config.server.shutdown_timeout,
+            };
             match hubify_edge::app::build(config) {
                 Ok(server) => {
                     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hubify-edge starting");
-                    server.run_forever()
+                    server.run(pingora_core::server::RunArgs {
+                        shutdown_signal: Box::new(signals),
+                    });
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start");

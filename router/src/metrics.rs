@@ -1,6 +1,1069 @@
-//! Prometheus metrics (bounded labels only: listener, outcome, path rule, status class).
+//! Prometheus metrics: the one registry of the process and the handles that feed it.
+//!
+//! **One registry.** Everything registers in the `prometheus` crate's default registry
+//! ([`registry`]); `/metrics` renders all of it. Any library that registers there (Pingora 0.9.1
+//! registers nothing itself; its optional `pingora-prometheus` app and the `prometheus` process
+//! collector both use the default registry) shows up on the same page with no extra wiring.
+//!
+//! **Bounded labels only.** Label values come from closed enums in this module ([`Outcome`],
+//! [`StatusClass`], [`DnsResult`], …), from the configured path-rule names, or from the
+//! configured certificate names — never from a raw host, label, path or header.
+//!
+//! **Cheap on the request path.** Each handle resolves its label combination once (eagerly for
+//! the small result enums, lazily into a `OnceLock` slot for the per-listener request table); a
+//! request then costs an index computation and atomic adds — no string formatting, no map lookup,
+//! no allocation.
+//!
+//! Handles, by who calls them:
+//! - request path ([`crate::proxy`], [`crate::redirect`]): [`RequestMetrics`] (requests,
+//!   durations, open WebSockets), [`upstream`], [`route_lookup`];
+//! - the route store and its Redis cache: [`route_cache`] (`hit`, `miss`, `negative_hit`,
+//!   `stale_served`, `evicted`, `set_entries`, `redis_command`, `redis_error`,
+//!   `pubsub_reconnect`, `invalidation`);
+//! - 6PN and Fly: [`dns_lookup`], [`machine_wake`];
+//! - TLS and ACME: [`tls_handshake`] (successes from the listener's handshake callback, failures
+//!   from Pingora's own log line through [`handshake_failure_layer`]), [`set_certificates`] /
+//!   [`cert_not_after`], [`renewal`];
+//! - process: [`init`] (build info, start time; the `process_*` family comes from the crate's
+//!   process collector).
+
+use std::sync::{LazyLock, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+/// The registry `/metrics` renders: the `prometheus` crate's default registry, shared with every
+/// library that registers there.
+pub fn registry() -> &'static Registry {
+    prometheus::default_registry()
+}
+
+/// The git commit the binary was built from (`unknown` outside a git checkout); set by
+/// `build.rs`, overridable with `HUBIFY_EDGE_GIT_COMMIT` at build time.
+pub const GIT_COMMIT: &str = env!("HUBIFY_EDGE_GIT_COMMIT");
+
+/// Registers every metric family of this module and sets the process facts (build info, start
+/// time). Idempotent; `app::build` calls it once, `render` calls it again for safety.
+pub fn init() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let process = &*PROCESS;
+        process
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_COMMIT])
+            .set(1);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        process.start_time.set(now);
+        LazyLock::force(&FAMILIES);
+        LazyLock::force(&UPSTREAM);
+        LazyLock::force(&ROUTE_CACHE);
+        LazyLock::force(&ROUTE_LOOKUPS);
+        LazyLock::force(&FLY);
+        LazyLock::force(&TLS);
+    });
+}
 
 /// The text exposition of every registered metric.
 pub fn render() -> String {
-    String::new()
+    init();
+    let encoder = prometheus::TextEncoder::new();
+    encoder
+        .encode_to_string(&registry().gather())
+        .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+}
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    if let Err(e) = registry().register(Box::new(c.clone())) {
+        // Only a programming error (a name registered twice) gets here; the metric still works,
+        // it is just not exported.
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    c
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::with_opts(Opts::new(name, help)).unwrap_or_else(|e| invalid(name, e)))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| invalid(name, e)))
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(Histogram::with_opts(opts).unwrap_or_else(|e| invalid(name, e)))
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(HistogramVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)))
+}
+
+/// Metric definitions are constants of this module; an invalid one is a bug caught by the unit
+/// tests, never by traffic.
+fn invalid<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("invalid metric definition {name}: {e}")
+}
+
+fn slots<T>(n: usize) -> Box<[OnceLock<T>]> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+/// Resolves one child per value of a label enum, in the enum's order.
+fn by<T, E: Copy>(all: &[E], f: impl Fn(E) -> T) -> Box<[T]> {
+    all.iter().map(|e| f(*e)).collect()
+}
+
+macro_rules! label_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)+ }
+        impl $name {
+            /// Every value, in declaration order (the order of pre-resolved children).
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $label,)+ }
+            }
+            #[allow(dead_code)]
+            const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label values.
+
+label_enum! {
+    /// The listener a request arrived on.
+    pub enum Listener {
+        Https => "https",
+        Http => "http",
+        Redirect => "redirect",
+    }
+}
+
+label_enum! {
+    /// What the router did with a request (the `outcome` of the access log).
+    pub enum Outcome {
+        /// Proxied to the workspace.
+        Forward => "forward",
+        /// Answered with `fly-replay` (Fly's edge replays it elsewhere).
+        Replay => "replay",
+        /// A redirect (reserved label, the redirect listener).
+        Redirect => "redirect",
+        /// No such workspace, host outside the domain, or no path rule.
+        NotFound => "not_found",
+        /// Missing or malformed Host.
+        BadRequest => "bad_request",
+        /// SNI and Host disagree (421).
+        Misdirected => "misdirected",
+        /// The route store cannot answer (503).
+        Unavailable => "unavailable",
+        /// A malformed route record (502).
+        BadRoute => "bad_route",
+        /// Proxying failed (502/504/…), or the request failed before a decision.
+        Error => "error",
+        /// An outcome name this module does not know yet (kept bounded).
+        Other => "other",
+    }
+}
+
+impl Outcome {
+    /// The outcome for the name the proxy records in its context; unknown names are `other`.
+    pub fn from_name(name: &str) -> Outcome {
+        Outcome::ALL
+            .iter()
+            .copied()
+            .find(|o| o.as_str() == name)
+            .unwrap_or(Outcome::Other)
+    }
+}
+
+label_enum! {
+    /// The class of a response status.
+    pub enum StatusClass {
+        Informational => "1xx",
+        Success => "2xx",
+        Redirection => "3xx",
+        ClientError => "4xx",
+        ServerError => "5xx",
+        /// No response was sent (the client went away first), or a status outside 100..=599.
+        None => "none",
+    }
+}
+
+impl StatusClass {
+    pub const fn of(status: u16) -> StatusClass {
+        match status {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            500..=599 => StatusClass::ServerError,
+            _ => StatusClass::None,
+        }
+    }
+}
+
+/// The `rule` label when a request matched no path rule (router answers, reserved upstreams).
+pub const NO_RULE: &str = "none";
+
+// ---------------------------------------------------------------------------------------------
+// Requests (per listener, pre-resolved).
+
+const SECONDS_REQUEST: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const SECONDS_CONNECT: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const SECONDS_REDIS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const SECONDS_WAKE: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
+];
+
+struct Families {
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    websockets_open: IntGaugeVec,
+}
+
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| {
+    Families {
+    requests: counter_vec(
+        "hubify_requests_total",
+        "Requests answered, by listener, outcome, path rule and status class.",
+        &["listener", "outcome", "rule", "status_class"],
+    ),
+    request_duration: histogram_vec(
+        "hubify_request_duration_seconds",
+        "Time from the start of a request to the end of its response, by outcome and path rule \
+         (WebSocket sessions excluded: see hubify_websockets_open).",
+        &["outcome", "rule"],
+        SECONDS_REQUEST,
+    ),
+    websockets_open: IntGaugeVec::new(
+        Opts::new(
+            "hubify_websockets_open",
+            "WebSocket sessions open now (upgrade forwarded with 101 and not yet closed), by path rule.",
+        ),
+        &["rule"],
+    )
+    .map(register)
+    .unwrap_or_else(|e| invalid("hubify_websockets_open", e)),
+}
+});
+
+/// The request metrics of one listener, with every label combination resolved at most once.
+///
+/// Rule slot 0 is [`NO_RULE`]; slot `i + 1` is the configured path rule `i`.
+pub struct RequestMetrics {
+    listener: Listener,
+    rules: Box<[Box<str>]>,
+    requests: Box<[OnceLock<IntCounter>]>,
+    durations: Box<[OnceLock<Histogram>]>,
+    websockets: Box<[OnceLock<IntGauge>]>,
+}
+
+impl RequestMetrics {
+    /// `rule_names`: the configured path rules' names, in configuration order.
+    pub fn new<S: AsRef<str>>(listener: Listener, rule_names: &[S]) -> RequestMetrics {
+        init();
+        let rules: Box<[Box<str>]> = std::iter::once(NO_RULE)
+            .chain(rule_names.iter().map(AsRef::as_ref))
+            .map(Box::from)
+            .collect();
+        let n_outcomes = Outcome::ALL.len();
+        let n_rules = rules.len();
+        RequestMetrics {
+            listener,
+            requests: slots(n_outcomes * n_rules * StatusClass::ALL.len()),
+            durations: slots(n_outcomes * n_rules),
+            websockets: slots(n_rules),
+            rules,
+        }
+    }
+
+    fn rule_slot(&self, rule: Option<usize>) -> usize {
+        match rule {
+            Some(i) if i + 1 < self.rules.len() => i + 1,
+            _ => 0,
+        }
+    }
+
+    /// Counts one finished request. `duration`: `None` leaves the duration histogram alone (an
+    /// upgraded WebSocket session is not a request latency).
+    pub fn request(
+        &self,
+        outcome: Outcome,
+        rule: Option<usize>,
+        status: u16,
+        duration: Option<Duration>,
+    ) {
+        let r = self.rule_slot(rule);
+        let class = StatusClass::of(status);
+        let n_rules = self.rules.len();
+        let idx = (outcome.index() * n_rules + r) * StatusClass::ALL.len() + class.index();
+        if let Some(slot) = self.requests.get(idx) {
+            slot.get_or_init(|| {
+                FAMILIES.requests.with_label_values(&[
+                    self.listener.as_str(),
+                    outcome.as_str(),
+                    &self.rules[r],
+                    class.as_str(),
+                ])
+            })
+            .inc();
+        }
+        if let Some(d) = duration {
+            if let Some(slot) = self.durations.get(outcome.index() * n_rules + r) {
+                slot.get_or_init(|| {
+                    FAMILIES
+                        .request_duration
+                        .with_label_values(&[outcome.as_str(), &self.rules[r]])
+                })
+                .observe(d.as_secs_f64());
+            }
+        }
+    }
+
+    /// Marks a WebSocket session open under its path rule; it counts as open until the returned
+    /// guard is dropped (whatever ends the session: normal close, error, cancellation).
+    pub fn websocket_opened(&self, rule: Option<usize>) -> WebSocketOpen {
+        let r = self.rule_slot(rule);
+        let gauge = self.websockets[r]
+            .get_or_init(|| {
+                FAMILIES
+                    .websockets_open
+                    .with_label_values(&[&self.rules[r]])
+            })
+            .clone();
+        gauge.inc();
+        WebSocketOpen(gauge)
+    }
+}
+
+/// An open WebSocket session; dropping it decrements `hubify_websockets_open`.
+#[derive(Debug)]
+pub struct WebSocketOpen(IntGauge);
+
+impl Drop for WebSocketOpen {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream connections.
+
+label_enum! {
+    /// Why proxying to an upstream failed.
+    pub enum UpstreamErrorKind {
+        ConnectRefused => "connect_refused",
+        ConnectTimeout => "connect_timeout",
+        /// No route, socket or bind errors, other connect failures.
+        ConnectError => "connect_error",
+        /// TLS to the upstream failed.
+        Tls => "tls",
+        ReadTimeout => "read_timeout",
+        WriteTimeout => "write_timeout",
+        /// The upstream closed the connection early.
+        Closed => "closed",
+        ReadError => "read_error",
+        WriteError => "write_error",
+        /// The upstream's response was not valid HTTP.
+        InvalidResponse => "invalid_response",
+        Other => "other",
+    }
+}
+
+impl UpstreamErrorKind {
+    /// The kind of a Pingora error, or `None` when it is not about the upstream (the client
+    /// went away, an internal error).
+    pub fn of(e: &pingora_error::Error) -> Option<UpstreamErrorKind> {
+        use pingora_error::ErrorType::*;
+        let kind = match e.etype() {
+            ConnectRefused => UpstreamErrorKind::ConnectRefused,
+            ConnectTimedout => UpstreamErrorKind::ConnectTimeout,
+            ConnectNoRoute | ConnectError | SocketError | BindError | ConnectProxyFailure => {
+                UpstreamErrorKind::ConnectError
+            }
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+            | TLSWantX509Lookup => UpstreamErrorKind::Tls,
+            _ if e.esource() != &pingora_error::ErrorSource::Upstream => return None,
+            ReadTimedout => UpstreamErrorKind::ReadTimeout,
+            WriteTimedout => UpstreamErrorKind::WriteTimeout,
+            ConnectionClosed => UpstreamErrorKind::Closed,
+            ReadError => UpstreamErrorKind::ReadError,
+            WriteError => UpstreamErrorKind::WriteError,
+            InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
+                UpstreamErrorKind::InvalidResponse
+            }
+            _ => UpstreamErrorKind::Other,
+        };
+        Some(kind)
+    }
+}
+
+/// Upstream connection metrics.
+pub struct Upstream {
+    connect_duration: Histogram,
+    /// `[new, reused]`.
+    connections: [IntCounter; 2],
+    errors: Box<[IntCounter]>,
+}
+
+static UPSTREAM: LazyLock<Upstream> = LazyLock::new(|| {
+    let connections = counter_vec(
+        "hubify_upstream_connections_total",
+        "Upstream connections used by forwarded requests, by whether they came from the keepalive pool.",
+        &["reused"],
+    );
+    let errors = counter_vec(
+        "hubify_upstream_errors_total",
+        "Forwarded requests that failed because of the upstream, by kind.",
+        &["kind"],
+    );
+    Upstream {
+        connect_duration: histogram(
+            "hubify_upstream_connect_duration_seconds",
+            "Time to establish a new upstream connection (TCP connect, as Pingora measures it).",
+            SECONDS_CONNECT,
+        ),
+        connections: [
+            connections.with_label_values(&["false"]),
+            connections.with_label_values(&["true"]),
+        ],
+        errors: by(UpstreamErrorKind::ALL, |k| {
+            errors.with_label_values(&[k.as_str()])
+        }),
+    }
+});
+
+/// Upstream connection metrics.
+pub fn upstream() -> &'static Upstream {
+    &UPSTREAM
+}
+
+impl Upstream {
+    /// A forwarded request got its upstream connection; `connect`: how long a new one took to
+    /// establish (`None` for a pooled one, or when it was not measured).
+    pub fn connected(&self, reused: bool, connect: Option<Duration>) {
+        self.connections[usize::from(reused)].inc();
+        if let (false, Some(d)) = (reused, connect) {
+            self.connect_duration.observe(d.as_secs_f64());
+        }
+    }
+
+    /// A forwarded request failed because of its upstream.
+    pub fn error(&self, kind: UpstreamErrorKind) {
+        self.errors[kind.index()].inc();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route lookups and the route store's cache.
+
+label_enum! {
+    /// The answer of a route lookup, as the request path saw it.
+    pub enum LookupResult {
+        Found => "found",
+        NotFound => "not_found",
+        Unavailable => "unavailable",
+        Invalid => "invalid",
+    }
+}
+
+static ROUTE_LOOKUPS: LazyLock<Box<[IntCounter]>> = LazyLock::new(|| {
+    let v = counter_vec(
+        "hubify_route_lookups_total",
+        "Route lookups by the request path, by result (whatever the store: static or Redis).",
+        &["result"],
+    );
+    by(LookupResult::ALL, |r| v.with_label_values(&[r.as_str()]))
+});
+
+/// Counts one route lookup of the request path.
+pub fn route_lookup(result: LookupResult) {
+    ROUTE_LOOKUPS[result.index()].inc();
+}
+
+label_enum! {
+    /// Why a Redis command failed.
+    pub enum RedisErrorKind {
+        /// The command did not answer within `[redis] command_timeout`.
+        Timeout => "timeout",
+        /// No connection (refused, dropped, reconnecting).
+        Connection => "connection",
+        /// Redis answered with an error, or the reply was not what was expected.
+        Other => "other",
+    }
+}
+
+/// The route store's cache and its Redis client. Called by the Redis route store; the static
+/// store has no cache and leaves these at zero.
+pub struct RouteCache {
+    hits: IntCounter,
+    misses: IntCounter,
+    negative_hits: IntCounter,
+    stale_served: IntCounter,
+    evictions: IntCounter,
+    entries: IntGauge,
+    redis_duration: Histogram,
+    redis_errors: Box<[IntCounter]>,
+    pubsub_reconnects: IntCounter,
+    invalidations: IntCounter,
+}
+
+static ROUTE_CACHE: LazyLock<RouteCache> = LazyLock::new(|| {
+    let redis_errors = counter_vec(
+        "hubify_redis_errors_total",
+        "Redis commands of the route store that failed, by kind.",
+        &["kind"],
+    );
+    RouteCache {
+        hits: counter(
+            "hubify_route_cache_hits_total",
+            "Route lookups answered from the in-process cache with a fresh route.",
+        ),
+        misses: counter(
+            "hubify_route_cache_misses_total",
+            "Route lookups the cache could not answer (went to Redis).",
+        ),
+        negative_hits: counter(
+            "hubify_route_cache_negative_hits_total",
+            "Route lookups answered from the negative cache (known unknown label).",
+        ),
+        stale_served: counter(
+            "hubify_route_cache_stale_served_total",
+            "Route lookups answered with a route past its TTL because Redis failed (stale-if-error).",
+        ),
+        evictions: counter(
+            "hubify_route_cache_evictions_total",
+            "Routes evicted from the cache to stay within routes.cache_capacity.",
+        ),
+        entries: register(
+            IntGauge::with_opts(Opts::new(
+                "hubify_route_cache_entries",
+                "Entries in the route cache now (positive and negative).",
+            ))
+            .unwrap_or_else(|e| invalid("hubify_route_cache_entries", e)),
+        ),
+        redis_duration: histogram(
+            "hubify_redis_command_duration_seconds",
+            "Duration of the route store's Redis commands (failed ones included).",
+            SECONDS_REDIS,
+        ),
+        redis_errors: by(RedisErrorKind::ALL, |k| redis_errors.with_label_values(&[k.as_str()])),
+        pubsub_reconnects: counter(
+            "hubify_redis_pubsub_reconnects_total",
+            "Times the route-events subscription was re-established after a drop.",
+        ),
+        invalidations: counter(
+            "hubify_route_invalidations_total",
+            "Route invalidations received on the route-events channel.",
+        ),
+    }
+});
+
+/// The route store's cache metrics.
+pub fn route_cache() -> &'static RouteCache {
+    &ROUTE_CACHE
+}
+
+impl RouteCache {
+    pub fn hit(&self) {
+        self.hits.inc();
+    }
+    pub fn miss(&self) {
+        self.misses.inc();
+    }
+    pub fn negative_hit(&self) {
+        self.negative_hits.inc();
+    }
+    pub fn stale_served(&self) {
+        self.stale_served.inc();
+    }
+    pub fn evicted(&self, n: u64) {
+        self.evictions.inc_by(n);
+    }
+    /// The cache's size now.
+    pub fn set_entries(&self, n: usize) {
+        self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    /// One Redis command finished (successfully or not) after `duration`.
+    pub fn redis_command(&self, duration: Duration) {
+        self.redis_duration.observe(duration.as_secs_f64());
+    }
+    pub fn redis_error(&self, kind: RedisErrorKind) {
+        self.redis_errors[kind.index()].inc();
+    }
+    pub fn pubsub_reconnect(&self) {
+        self.pubsub_reconnects.inc();
+    }
+    pub fn invalidation(&self) {
+        self.invalidations.inc();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6PN DNS and machine wakes.
+
+label_enum! {
+    /// The result of a 6PN AAAA lookup.
+    pub enum DnsResult {
+        /// An address came back.
+        Found => "found",
+        /// NXDOMAIN or no AAAA record (the machine is stopped or gone).
+        NotFound => "not_found",
+        /// The resolver did not answer in time.
+        Timeout => "timeout",
+        /// Any other failure (SERVFAIL, network error, bad reply).
+        Error => "error",
+    }
+}
+
+label_enum! {
+    /// The result of waking a stopped machine.
+    pub enum WakeResult {
+        /// The machine was started and is reachable.
+        Started => "started",
+        /// It was already running (nothing to do).
+        AlreadyRunning => "already_running",
+        /// It did not become reachable within `[fly] wake_timeout`.
+        Timeout => "timeout",
+        /// The Machines API refused or failed.
+        Error => "error",
+    }
+}
+
+struct FlyMetrics {
+    dns: Box<[Histogram]>,
+    wakes: Box<[Histogram]>,
+}
+
+static FLY: LazyLock<FlyMetrics> = LazyLock::new(|| {
+    let dns = histogram_vec(
+        "hubify_sixpn_dns_lookup_duration_seconds",
+        "6PN AAAA lookups (<machine>.vm.<app>.internal), by result; _count is the lookup count.",
+        &["result"],
+        SECONDS_CONNECT,
+    );
+    let wakes = histogram_vec(
+        "hubify_machine_wake_duration_seconds",
+        "Machine wakes (start a stopped machine and wait until it is reachable), by result; \
+         _count is the wake count.",
+        &["result"],
+        SECONDS_WAKE,
+    );
+    FlyMetrics {
+        dns: by(DnsResult::ALL, |r| dns.with_label_values(&[r.as_str()])),
+        wakes: by(WakeResult::ALL, |r| wakes.with_label_values(&[r.as_str()])),
+    }
+});
+
+/// One 6PN DNS lookup finished.
+pub fn dns_lookup(result: DnsResult, duration: Duration) {
+    FLY.dns[result.index()].observe(duration.as_secs_f64());
+}
+
+/// One machine wake finished.
+pub fn machine_wake(result: WakeResult, duration: Duration) {
+    FLY.wakes[result.index()].observe(duration.as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: handshakes, certificates, renewals.
+
+label_enum! {
+    /// The result of a TLS handshake on the public listener.
+    pub enum HandshakeResult {
+        Ok => "ok",
+        /// The handshake failed (bad ClientHello, no certificate, protocol error, not TLS at all).
+        Error => "error",
+        /// The client did not finish the handshake within Pingora's 60 s.
+        Timeout => "timeout",
+    }
+}
+
+label_enum! {
+    /// The result of a certificate renewal (or first issuance).
+    pub enum RenewalResult {
+        Ok => "ok",
+        Error => "error",
+    }
+}
+
+struct TlsMetrics {
+    handshakes: Box<[IntCounter]>,
+    not_after: GaugeVec,
+    renewals: Box<[IntCounter]>,
+}
+
+static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    let handshakes = counter_vec(
+        "hubify_tls_handshakes_total",
+        "TLS handshakes on the public listener, by result.",
+        &["result"],
+    );
+    let renewals = counter_vec(
+        "hubify_tls_renewals_total",
+        "Certificate orders (renewal or first issuance) by result.",
+        &["result"],
+    );
+    TlsMetrics {
+        handshakes: by(HandshakeResult::ALL, |r| {
+            handshakes.with_label_values(&[r.as_str()])
+        }),
+        not_after: GaugeVec::new(
+            Opts::new(
+                "hubify_tls_certificate_not_after_seconds",
+                "Expiry (Unix time) of the certificate served for each name it covers.",
+            ),
+            &["name"],
+        )
+        .map(register)
+        .unwrap_or_else(|e| invalid("hubify_tls_certificate_not_after_seconds", e)),
+        renewals: by(RenewalResult::ALL, |r| {
+            renewals.with_label_values(&[r.as_str()])
+        }),
+    }
+});
+
+/// Counts one TLS handshake.
+pub fn tls_handshake(result: HandshakeResult) {
+    TLS.handshakes[result.index()].inc();
+}
+
+/// Sets the expiry of the certificate served for `name` (a configured certificate name such as
+/// `*.hubify.com`).
+pub fn cert_not_after(name: &str, unix_secs: i64) {
+    TLS.not_after
+        .with_label_values(&[name])
+        .set(unix_secs as f64);
+}
+
+/// Replaces the certificate gauges with what is loaded now: one series per name; when several
+/// certificates cover a name, the first (the one the resolver serves) wins.
+pub fn set_certificates(infos: &[hubify_edge_acme::CertInfo]) {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut series: Vec<(&str, i64)> = Vec::new();
+    for info in infos {
+        let secs = match info.not_after.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(_) => 0,
+        };
+        for name in &info.names {
+            if !seen.contains(&name.as_str()) {
+                seen.push(name);
+                series.push((name, secs));
+            }
+        }
+    }
+    TLS.not_after.reset();
+    for (name, secs) in series {
+        cert_not_after(name, secs);
+    }
+}
+
+/// Counts one certificate order.
+pub fn renewal(result: RenewalResult) {
+    TLS.renewals[result.index()].inc();
+}
+
+/// Counts failed TLS handshakes from Pingora's own log line.
+///
+/// Pingora 0.9 has no hook for a failed server handshake: its listener logs
+/// `Downstream handshake error …` / `Downstream handshake timeout` (target
+/// `pingora_core::services::listening`, level ERROR) and drops the connection. Those lines reach
+/// tracing through the `log` bridge; this layer counts them. On this router only the TLS listener
+/// has a handshake (the plain listeners' is a no-op), so each such line is one failed TLS
+/// handshake. The layer carries its own filter, so it counts whatever the configured log level.
+pub fn handshake_failure_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    HandshakeFailures.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target(PINGORA_LISTENING_TARGET, tracing::Level::ERROR),
+    )
+}
+
+const PINGORA_LISTENING_TARGET: &str = "pingora_core::services::listening";
+
+struct HandshakeFailures;
+
+/// The handshake result a Pingora listener log message reports, if it reports one.
+pub fn handshake_failure_from_message(message: &str) -> Option<HandshakeResult> {
+    if message.starts_with("Downstream handshake timeout") {
+        Some(HandshakeResult::Timeout)
+    } else if message.starts_with("Downstream handshake error") {
+        Some(HandshakeResult::Error)
+    } else {
+        None
+    }
+}
+
+struct MessagePrefix(Option<HandshakeResult>);
+
+impl tracing::field::Visit for MessagePrefix {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = handshake_failure_from_message(value);
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            // Only Pingora's listener errors get here (see the layer's filter): rare.
+            self.0 = handshake_failure_from_message(&format!("{value:?}"));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandshakeFailures {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut visitor = MessagePrefix(None);
+        event.record(&mut visitor);
+        if let Some(result) = visitor.0 {
+            tls_handshake(result);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process.
+
+struct ProcessMetrics {
+    build_info: IntGaugeVec,
+    start_time: Gauge,
+}
+
+static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
+    build_info: IntGaugeVec::new(
+        Opts::new(
+            "hubify_build_info",
+            "Always 1; the labels say which build is running.",
+        ),
+        &["version", "git_commit"],
+    )
+    .map(register)
+    .unwrap_or_else(|e| invalid("hubify_build_info", e)),
+    start_time: register(
+        Gauge::with_opts(Opts::new(
+            "hubify_start_time_seconds",
+            "When the router started (Unix time).",
+        ))
+        .unwrap_or_else(|e| invalid("hubify_start_time_seconds", e)),
+    ),
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(StatusClass::of(101).as_str(), "1xx");
+        assert_eq!(StatusClass::of(200).as_str(), "2xx");
+        assert_eq!(StatusClass::of(308).as_str(), "3xx");
+        assert_eq!(StatusClass::of(404).as_str(), "4xx");
+        assert_eq!(StatusClass::of(421).as_str(), "4xx");
+        assert_eq!(StatusClass::of(502).as_str(), "5xx");
+        assert_eq!(StatusClass::of(599).as_str(), "5xx");
+        assert_eq!(StatusClass::of(0).as_str(), "none");
+        assert_eq!(StatusClass::of(600).as_str(), "none");
+        assert_eq!(StatusClass::of(99).as_str(), "none");
+    }
+
+    #[test]
+    fn outcome_names_round_trip_and_unknown_is_other() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::from_name(o.as_str()), *o);
+        }
+        assert_eq!(Outcome::from_name("forward"), Outcome::Forward);
+        assert_eq!(Outcome::from_name("something-new"), Outcome::Other);
+        assert_eq!(Outcome::from_name(""), Outcome::Other);
+    }
+
+    #[test]
+    fn enum_indexes_follow_declaration_order() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+        for (i, c) in StatusClass::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        for (i, k) in UpstreamErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+    }
+
+    #[test]
+    fn handshake_messages() {
+        assert_eq!(
+            handshake_failure_from_message("Downstream handshake error from 127.0.0.1:5000: TLS"),
+            Some(HandshakeResult::Error)
+        );
+        assert_eq!(
+            handshake_failure_from_message("Downstream handshake timeout"),
+            Some(HandshakeResult::Timeout)
+        );
+        assert_eq!(handshake_failure_from_message("Accept() failed"), None);
+    }
+
+    #[test]
+    fn upstream_error_kinds() {
+        use pingora_error::{Error, ErrorType};
+        let refused = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(
+            UpstreamErrorKind::of(&refused),
+            Some(UpstreamErrorKind::ConnectRefused)
+        );
+        let read = Error::new_up(ErrorType::ReadTimedout);
+        assert_eq!(
+            UpstreamErrorKind::of(&read),
+            Some(UpstreamErrorKind::ReadTimeout)
+        );
+        let client_gone = Error::new_down(ErrorType::ConnectionClosed);
+        assert_eq!(UpstreamErrorKind::of(&client_gone), None);
+        let internal = Error::new(ErrorType::InternalError);
+        assert_eq!(UpstreamErrorKind::of(&internal), None);
+    }
+
+    fn line_value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn request_table_exports_only_what_happened_with_bounded_labels() {
+        let m = RequestMetrics::new(Listener::Http, &["unit_a", "unit_b"]);
+        m.request(
+            Outcome::Forward,
+            Some(1),
+            204,
+            Some(Duration::from_millis(3)),
+        );
+        m.request(
+            Outcome::Forward,
+            Some(1),
+            200,
+            Some(Duration::from_millis(3)),
+        );
+        m.request(Outcome::NotFound, None, 404, Some(Duration::from_millis(1)));
+        // An index past the configured rules falls back to "none" rather than panicking.
+        m.request(Outcome::Error, Some(99), 502, None);
+        let text = render();
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hubify_requests_total{listener="http",outcome="forward",rule="unit_b",status_class="2xx"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hubify_requests_total{listener="http",outcome="error",rule="none",status_class="5xx"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hubify_request_duration_seconds_count{outcome="forward",rule="unit_b"}"#
+            ),
+            Some(2.0)
+        );
+        assert!(
+            !text.contains(r#"rule="unit_a""#),
+            "unused combinations stay unexported"
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                r#"hubify_request_duration_seconds_count{outcome="error",rule="none"}"#
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn websocket_guard_counts_open_sessions() {
+        let m = RequestMetrics::new(Listener::Https, &["unit_ws"]);
+        let a = m.websocket_opened(Some(0));
+        let b = m.websocket_opened(Some(0));
+        let key = r#"hubify_websockets_open{rule="unit_ws"}"#;
+        assert_eq!(line_value(&render(), key), Some(2.0));
+        drop(a);
+        assert_eq!(line_value(&render(), key), Some(1.0));
+        drop(b);
+        assert_eq!(line_value(&render(), key), Some(0.0));
+    }
+
+    #[test]
+    fn certificate_gauges_follow_what_is_loaded() {
+        let (cert, _) = hubify_edge_acme::self_signed("unit.test").expect("self-signed");
+        let expected = cert
+            .info
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as f64;
+        set_certificates(std::slice::from_ref(&cert.info));
+        let text = render();
+        for name in &cert.info.names {
+            let key = format!("hubify_tls_certificate_not_after_seconds{{name=\"{name}\"}}");
+            assert_eq!(line_value(&text, &key), Some(expected), "{key}");
+        }
+        set_certificates(&[]);
+        assert!(!render().contains("hubify_tls_certificate_not_after_seconds{"));
+    }
+
+    #[test]
+    fn every_family_is_registered_and_build_info_is_set() {
+        let text = render();
+        for family in [
+            "hubify_route_cache_hits_total",
+            "hubify_route_cache_entries",
+            "hubify_redis_command_duration_seconds_count",
+            "hubify_upstream_connect_duration_seconds_count",
+            "hubify_start_time_seconds",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(family)),
+                "{family} missing"
+            );
+        }
+        assert!(text.contains(&format!(
+            "hubify_build_info{{git_commit=\"{GIT_COMMIT}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains(r#"hubify_tls_handshakes_total{result="ok"}"#));
+        assert!(
+            text.contains(r#"hubify_sixpn_dns_lookup_duration_seconds_count{result="found"} 0"#)
+        );
+        assert!(text.contains(r#"hubify_machine_wake_duration_seconds_count{result="timeout"} 0"#));
+    }
 }

@@ -4,9 +4,11 @@
 //!   router's own answers (404, 400, 421, 502, 503, redirects) are written here.
 //! - `upstream_peer`: turns the decision into an `HttpPeer` with the configured timeouts.
 //! - `upstream_request_filter`: path rewrite, forwarded headers, request id, Fly header stripping.
-//! - `response_filter`: the request id on the response.
-//! - `fail_to_proxy`: upstream failures become 502/504 pages.
-//! - `logging`: the access-log line.
+//! - `connected_to_upstream`: upstream connection metrics (new or pooled, connect time).
+//! - `response_filter`: the request id on the response; a forwarded `101` opens a WebSocket in
+//!   the metrics until the session ends.
+//! - `fail_to_proxy`: upstream failures become 502/504 pages (and upstream error metrics).
+//! - `logging`: request metrics and the access-log line.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,9 +24,11 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::decide::{decide, Decision, ListenerMode, RequestFacts, Target};
 use crate::host::{classify, normalize_host, HostMatch};
+use crate::metrics::{self, RequestMetrics};
 use crate::pages;
 use crate::request_id;
 use crate::routes::{Lookup, RouteStore};
+use crate::shutdown::InFlight;
 use crate::tls::Sni;
 
 /// Everything the listeners share: configuration and the route store.
@@ -49,18 +53,27 @@ pub struct EdgeProxy {
     mode: ListenerMode,
     scheme: &'static str,
     shared: Arc<Shared>,
+    metrics: RequestMetrics,
 }
 
 impl EdgeProxy {
     pub fn new(mode: ListenerMode, shared: Arc<Shared>) -> EdgeProxy {
-        let scheme = match mode {
-            ListenerMode::Tls => "https",
-            ListenerMode::Plain(_) => "http",
+        let (scheme, listener) = match mode {
+            ListenerMode::Tls => ("https", metrics::Listener::Https),
+            ListenerMode::Plain(_) => ("http", metrics::Listener::Http),
         };
+        let rule_names: Vec<&str> = shared
+            .config
+            .paths
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let metrics = RequestMetrics::new(listener, &rule_names);
         EdgeProxy {
             mode,
             scheme,
             shared,
+            metrics,
         }
     }
 }
@@ -83,6 +96,12 @@ pub struct Ctx {
     pub status: u16,
     pub start: Instant,
     pub detail: Option<String>,
+    /// Counts the request as in flight until the context is dropped.
+    pub _in_flight: InFlight,
+    /// When `upstream_peer` handed out the peer (fallback for the connect time).
+    pub peer_at: Option<Instant>,
+    /// Set while a forwarded WebSocket session is open; dropping it closes it in the metrics.
+    pub websocket: Option<metrics::WebSocketOpen>,
 }
 
 impl EdgeProxy {
@@ -183,6 +202,9 @@ impl ProxyHttp for EdgeProxy {
             status: 0,
             start: Instant::now(),
             detail: None,
+            _in_flight: InFlight::enter(),
+            peer_at: None,
+            websocket: None,
         }
     }
 
@@ -282,7 +304,14 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.label = Some(label.to_string());
 
-        let route = match self.shared.routes.lookup(&label).await {
+        let lookup = self.shared.routes.lookup(&label).await;
+        metrics::route_lookup(match &lookup {
+            Lookup::Found(_) => metrics::LookupResult::Found,
+            Lookup::NotFound => metrics::LookupResult::NotFound,
+            Lookup::Unavailable => metrics::LookupResult::Unavailable,
+            Lookup::Invalid(_) => metrics::LookupResult::Invalid,
+        });
+        let route = match lookup {
             Lookup::Found(r) => r,
             Lookup::NotFound => {
                 let detail = format!("There is no workspace named {label:?}.");
@@ -360,6 +389,7 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.peer_at = Some(Instant::now());
         let Some(plan) = &ctx.plan else {
             return Error::e_explain(ErrorType::InternalError, "no forwarding plan");
         };
@@ -417,14 +447,38 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    async fn response_filter(
+    async fn connected_to_upstream(
         &self,
         _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Pingora measures the TCP connect itself (monotonic); fall back to the time since
+        // `upstream_peer` when it did not.
+        let measured = digest
+            .and_then(|d| d.timing_digest.first())
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.establishment_duration);
+        let connect = measured.or_else(|| ctx.peer_at.map(|t| t.elapsed()));
+        metrics::upstream().connected(reused, connect);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         ctx.status = upstream_response.status.as_u16();
+        if ctx.status == 101 && session.is_upgrade_req() && ctx.websocket.is_none() {
+            ctx.websocket = Some(self.metrics.websocket_opened(ctx.rule));
+        }
         Ok(())
     }
 
@@ -457,6 +511,9 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.status = status;
         ctx.outcome = "error";
+        if let Some(kind) = metrics::UpstreamErrorKind::of(e) {
+            metrics::upstream().error(kind);
+        }
         FailToProxy {
             error_code: status,
             can_reuse_downstream: false,
@@ -464,19 +521,26 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if !self.shared.config.log.access {
-            return;
-        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
+        let elapsed = ctx.start.elapsed();
+        // A WebSocket session's length is not a request latency: counted, not timed.
+        let upgraded = ctx.websocket.take().is_some();
+        let outcome = metrics::Outcome::from_name(ctx.outcome);
+        self.metrics
+            .request(outcome, ctx.rule, status, (!upgraded).then_some(elapsed));
+
+        if !self.shared.config.log.access {
+            return;
+        }
         let rule = ctx
             .rule
             .and_then(|i| self.shared.config.paths.get(i))
             .map(|r| r.name.as_str())
-            .unwrap_or("-");
-        let client = self.client_ip(session);
+            .unwrap_or(metrics::NO_RULE);
+        // Never headers (cookies, authorization) nor the path: only what identifies the request.
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,
@@ -486,13 +550,26 @@ impl ProxyHttp for EdgeProxy {
             outcome = ctx.outcome,
             rule,
             status,
-            duration_ms = ctx.start.elapsed().as_secs_f64() * 1000.0,
-            upstream = ?ctx.plan.as_ref().map(|p| p.addr),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = %OrDash(ctx.plan.as_ref().map(|p| p.addr)),
             bytes_sent = session.body_bytes_sent(),
-            client = ?client,
-            error = ?e.map(|e| e.etype()),
+            bytes_received = session.body_bytes_read(),
+            client = %OrDash(self.client_ip(session)),
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             "request"
         );
+    }
+}
+
+/// `Display` of an optional value: the value, or `-`.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

@@ -6,10 +6,21 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
 use crate::host::normalize_host;
+use crate::metrics::{Listener, Outcome, RequestMetrics};
 
 pub struct RedirectApp {
     /// The port put into the Location (443: none).
     pub https_port: u16,
+    pub metrics: RequestMetrics,
+}
+
+impl RedirectApp {
+    pub fn new(https_port: u16) -> RedirectApp {
+        RedirectApp {
+            https_port,
+            metrics: RequestMetrics::new::<&str>(Listener::Redirect, &[]),
+        }
+    }
 }
 
 /// The https URL for a request, or `None` when its host is missing or malformed.
@@ -25,6 +36,7 @@ pub fn location(host: Option<&str>, path_and_query: &str, https_port: u16) -> Op
 #[async_trait]
 impl ServeHttp for RedirectApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let start = std::time::Instant::now();
         let req = session.req_header();
         let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
             req.headers
@@ -33,13 +45,23 @@ impl ServeHttp for RedirectApp {
         });
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let builder = Response::builder().header(http::header::CONTENT_LENGTH, "0");
-        let resp = match location(host, pq, self.https_port) {
-            Some(loc) => builder
-                .status(308)
-                .header(http::header::LOCATION, loc)
-                .body(Vec::new()),
-            None => builder.status(400).body(Vec::new()),
+        let (resp, outcome, status) = match location(host, pq, self.https_port) {
+            Some(loc) => (
+                builder
+                    .status(308)
+                    .header(http::header::LOCATION, loc)
+                    .body(Vec::new()),
+                Outcome::Redirect,
+                308,
+            ),
+            None => (
+                builder.status(400).body(Vec::new()),
+                Outcome::BadRequest,
+                400,
+            ),
         };
+        self.metrics
+            .request(outcome, None, status, Some(start.elapsed()));
         resp.unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }

@@ -1,5 +1,6 @@
 //! The TLS listener's settings: the hot-swappable certificate resolver, HTTP/2 + HTTP/1.1 by ALPN,
-//! and the SNI each connection was opened for (kept for the Host/SNI agreement check).
+//! and the SNI each connection was opened for (kept for the Host/SNI agreement check). Completed
+//! handshakes are counted here.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ impl TlsAccept for SniCapture {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
+        // Called once per completed handshake; failures are counted from Pingora's log line
+        // (see `metrics::handshake_failure_layer`).
+        crate::metrics::tls_handshake(crate::metrics::HandshakeResult::Ok);
         let name = tls.server_name()?;
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         Some(Arc::new(Sni(name)))

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Whole-process throughput of hubify-edge next to nginx doing the same job, on loopback.
+#
+# Question answered: what does the router cost per request compared with nginx, on this machine,
+# with the same number of workers? For each scenario it prints requests/s and p50/p99 latency of
+# both, and the ratio router/nginx.
+#
+# Both proxies map 1000 workspace hosts (w0..w999.bench.test) to one trivial upstream (an nginx
+# `return 200`), and wrk rotates the Host header over all 1000 on every request.
+#
+#   benches/load/run.sh                 # all scenarios, 10 s each
+#   DURATION=30 WORKERS=1 CONNS=64 benches/load/run.sh plain tls-h1
+#
+# Scenarios: plain (HTTP keep-alive forward), tls-h1, tls-h2 (h2load), replay (fly-replay answers,
+# against the no-proxy ceiling: the upstream served directly), tls-new (a new TLS connection per
+# request). Only loopback addresses are used; every run is bounded by DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/deps bench
+
+DURATION=${DURATION:-10}
+WORKERS=${WORKERS:-1}
+CONNS=${CONNS:-64}
+N_HOSTS=1000
+SCENARIOS=("$@")
+((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 tls-h2 replay tls-new)
+
+cargo build --release --bin hubify-edge >&2
+BIN=target/release/hubify-edge
+
+WORK=$(mktemp -d /tmp/hubify-load.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2; return 1
+}
+
+UP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R_REPLAY=$(free_port)
+N_HTTP=$(free_port); N_TLS=$(free_port); N_REPLAY=$(free_port)
+
+# A wildcard certificate both proxies serve.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+
+# --- the trivial upstream -------------------------------------------------------------------
+mkdir -p "$WORK/up" "$WORK/ngx"
+cat > "$WORK/up/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+NGX
+nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# --- nginx doing the router's job ---------------------------------------------------------------
+{
+  echo "worker_processes $WORKERS;"
+  echo "pid $WORK/ngx/nginx.pid;"
+  echo "error_log $WORK/ngx/error.log warn;"
+  echo "events { worker_connections 16384; }"
+  echo "http {"
+  echo "  access_log off; keepalive_requests 1000000;"
+  echo "  upstream workspace { server 127.0.0.1:$UP; keepalive 128; }"
+  echo "  map_hash_bucket_size 128;"
+  echo "  map \$host \$ws {"
+  echo "    default \"\";"
+  for i in $(seq 0 $((N_HOSTS - 1))); do echo "    w$i.bench.test w$i;"; done
+  echo "  }"
+  cat <<NGX
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_set_header X-Request-Id \$request_id;
+  server {
+    listen 127.0.0.1:$N_HTTP;
+    listen 127.0.0.1:$N_TLS ssl http2;
+    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    location / {
+      if (\$ws = "") { return 404; }
+      add_header X-Request-Id \$request_id;
+      proxy_pass http://workspace;
+    }
+  }
+  server {
+    listen 127.0.0.1:$N_REPLAY;
+    location / {
+      if (\$ws = "") { return 404; }
+      add_header fly-replay "app=hubify-\$ws;instance=m\$ws;timeout=5s;fallback=force_self" always;
+      add_header X-Request-Id \$request_id always;
+      return 307;
+    }
+  }
+}
+NGX
+} > "$WORK/ngx/nginx.conf"
+nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# --- the router -----------------------------------------------------------------------------
+{
+  cat <<TOML
+domain = "bench.test"
+[server]
+threads = $WORKERS
+grace_period = "0s"
+shutdown_timeout = "1s"
+[listeners.https]
+address = "127.0.0.1:$R_TLS"
+[listeners.http]
+address = "127.0.0.1:$R_HTTP"
+dispatch = "forward"
+[tls]
+source = "files"
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+[log]
+level = "warn"
+access = false
+[[paths]]
+prefix = "/"
+port = $UP
+TOML
+  for i in $(seq 0 $((N_HOSTS - 1))); do
+    printf '[[routes.static]]\nlabel = "w%d"\naddress = "127.0.0.1"\napp = "hubify-w%d"\nmachine_id = "mw%d"\n' "$i" "$i" "$i"
+  done
+} > "$WORK/router.toml"
+$BIN check --config "$WORK/router.toml" >&2
+$BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
+ROUTER_PID=$!
+
+# The replay listener is a second router process in replay mode (its own listener config).
+{
+  sed -n '1,/^\[listeners.https\]/p' "$WORK/router.toml" | sed '$d'
+  printf '[listeners.http]\naddress = "127.0.0.1:%s"\ndispatch = "replay"\n' "$R_REPLAY"
+  printf '[replay]\ntimeout = "5s"\nfallback = "force_self"\n[log]\nlevel = "warn"\naccess = false\n[[paths]]\nprefix = "/"\nport = %s\n' "$UP"
+  sed -n '/^\[\[routes.static\]\]/,$p' "$WORK/router.toml"
+} > "$WORK/replay.toml"
+REPLAY_OK=1
+if $BIN check --config "$WORK/replay.toml" >&2; then
+  $BIN run --config "$WORK/replay.toml" > "$WORK/replay.log" 2>&1 & PIDS+=($!)
+else
+  REPLAY_OK=0
+fi
+
+for p in $UP $N_HTTP $N_TLS $N_REPLAY $R_HTTP $R_TLS; do wait_port "$p"; done
+((REPLAY_OK)) && wait_port "$R_REPLAY"
+
+cat > "$WORK/rotate.lua" <<'LUA'
+local i = 0
+local hosts = {}
+for n = 0, 999 do hosts[n] = { Host = "w" .. n .. ".bench.test" } end
+request = function()
+  i = (i + 1) % 1000
+  return wrk.format("GET", "/", hosts[i])
+end
+LUA
+cat > "$WORK/rotate-close.lua" <<'LUA'
+local i = 0
+local hosts = {}
+for n = 0, 999 do hosts[n] = { Host = "w" .. n .. ".bench.test", Connection = "close" } end
+request = function()
+  i = (i + 1) % 1000
+  return wrk.format("GET", "/", hosts[i])
+end
+LUA
+
+# wrk → "rps p50_ms p99_ms"
+run_wrk() { # url script
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$2" "$1" 2>&1)
+  if grep -q "Non-2xx or 3xx responses" <<<"$out"; then
+    echo "warning: non-2xx/3xx responses from $1" >&2
+  fi
+  awk '
+    function ms(v) { if (v ~ /us$/) { sub(/us$/,"",v); return v/1000 } if (v ~ /ms$/) { sub(/ms$/,"",v); return v+0 } if (v ~ /s$/) { sub(/s$/,"",v); return v*1000 } return v }
+    /Requests\/sec/ { rps=$2 }
+    /^ +50%/ { p50=ms($2) }
+    /^ +99%/ { p99=ms($2) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' <<<"$out"
+}
+
+# h2load → "rps p50_ms p99_ms" (h2load reports mean/sd per request, not percentiles: p50 ≈ mean,
+# p99 left as max). Host fixed: h2load cannot rotate :authority per request.
+run_h2() { # port
+  local out n=$((DURATION * 20000))
+  out=$(h2load -c"$CONNS" -m10 -t1 -D"$DURATION" -H 'host: w7.bench.test' "https://127.0.0.1:$1/" 2>&1)
+  awk '
+    function ms(v) { if (v ~ /us$/) { sub(/us$/,"",v); return v/1000 } if (v ~ /ms$/) { sub(/ms$/,"",v); return v+0 } if (v ~ /s$/) { sub(/s$/,"",v); return v*1000 } return v }
+    /^finished in/ { gsub(",","",$4); rps=$4 }
+    /^time for request:/ { p50=ms($6); p99=ms($5) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' <<<"$out"
+}
+
+printf '\n%-9s | %10s %8s %8s | %10s %8s %8s | %s\n' scenario "router r/s" "p50 ms" "p99 ms" "nginx r/s" "p50 ms" "p99 ms" "ratio (router/nginx)"
+printf '%s\n' "----------+-------------------------------+-------------------------------+---------------------"
+report() { # name router_result other_result [other_name]
+  read -r r1 r2 r3 <<<"$2"; read -r n1 n2 n3 <<<"$3"
+  local ratio
+  ratio=$(awk -v a="$r1" -v b="$n1" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }')
+  printf '%-9s | %10s %8s %8s | %10s %8s %8s | %s%s\n' "$1" "$r1" "$r2" "$r3" "$n1" "$n2" "$n3" "$ratio" "${4:+ (vs $4)}"
+}
+
+for s in "${SCENARIOS[@]}"; do
+  case $s in
+    plain)   report plain "$(run_wrk "http://127.0.0.1:$R_HTTP/" "$WORK/rotate.lua")" "$(run_wrk "http://127.0.0.1:$N_HTTP/" "$WORK/rotate.lua")" ;;
+    tls-h1)  report tls-h1 "$(run_wrk "https://127.0.0.1:$R_TLS/" "$WORK/rotate.lua")" "$(run_wrk "https://127.0.0.1:$N_TLS/" "$WORK/rotate.lua")" ;;
+    tls-h2)  report tls-h2 "$(run_h2 "$R_TLS")" "$(run_h2 "$N_TLS")" ;;
+    tls-new) report tls-new "$(run_wrk "https://127.0.0.1:$R_TLS/" "$WORK/rotate-close.lua")" "$(run_wrk "https://127.0.0.1:$N_TLS/" "$WORK/rotate-close.lua")" ;;
+    replay)
+      if ((REPLAY_OK)); then
+        report replay "$(run_wrk "http://127.0.0.1:$R_REPLAY/" "$WORK/rotate.lua")" "$(run_wrk "http://127.0.0.1:$N_REPLAY/" "$WORK/rotate.lua")"
+        report replay "$(run_wrk "http://127.0.0.1:$R_REPLAY/" "$WORK/rotate.lua")" "$(run_wrk "http://127.0.0.1:$UP/" "$WORK/rotate.lua")" "no-proxy ceiling"
+      else
+        echo "replay    | router build has no replay dispatch yet (config check failed above)"
+      fi ;;
+    *) echo "unknown scenario $s" >&2; exit 2 ;;
+  esac
+done
+echo
+echo "workers: $WORKERS each; wrk -t1 -c$CONNS -d${DURATION}s; hosts rotated over $N_HOSTS workspaces"
+echo "router RSS: $(ps -o rss= -p "$ROUTER_PID" | awk '{printf "%.1f MiB", $1/1024}')"

@@ -1,0 +1,107 @@
+//! Graceful shutdown. On SIGTERM the router keeps accepting for `server.grace_period` (so a load
+//! balancer can stop sending), then stops accepting and lets the requests in flight finish, for at
+//! most `server.shutdown_timeout`, exiting as soon as none is left. SIGINT exits at once; SIGQUIT
+//! hands the listening sockets to a new process (Pingora's graceful upgrade).
+//!
+//! Pingora's own shutdown always sleeps its whole grace period and then drops whatever is still
+//! running; the in-flight count kept here lets the process leave as soon as it is idle.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Held by every request from its first phase to its last; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests (including open WebSockets) now in flight.
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// True once SIGTERM's grace period is over and the router is draining.
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
+/// The signal watch handed to Pingora's `Server::run`.
+pub struct Signals {
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(grace_period = ?self.grace_period, "SIGTERM: still accepting during the grace period");
+                tokio::select! {
+                    _ = tokio::time::sleep(self.grace_period) => {}
+                    _ = int.recv() => return ShutdownSignal::FastShutdown,
+                }
+                tracing::info!(in_flight = in_flight(), bound = ?self.shutdown_timeout, "no longer accepting; draining requests in flight");
+                DRAINING.store(true, Ordering::Relaxed);
+                let bound = self.shutdown_timeout;
+                let _ = std::thread::Builder::new()
+                    .name("drain".into())
+                    .spawn(move || exit_when_idle(bound));
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Exits the process as soon as no request is in flight (seen twice, 50 ms apart, so a connection
+/// accepted just before the listeners closed gets to start its request). When the bound passes
+/// first, Pingora's own shutdown ends the process.
+fn exit_when_idle(bound: Duration) {
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut idle_seen = false;
+    while start.elapsed() < bound {
+        if in_flight() == 0 {
+            if idle_seen {
+                tracing::info!(after = ?start.elapsed(), "drained; exiting");
+                std::process::exit(0);
+            }
+            idle_seen = true;
+        } else {
+            idle_seen = false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::warn!(
+        in_flight = in_flight(),
+        "shutdown bound reached; closing what is left"
+    );
+}
