@@ -344,10 +344,27 @@ impl Published {
 
     async fn cleanup(&self) {
         let added = std::mem::take(&mut *self.added.lock().await);
-        for (fqdn, value) in added {
-            if let Err(e) = self.provider.remove_txt(&fqdn, &value).await {
-                tracing::warn!(error = %e, %fqdn, "could not remove a challenge TXT value");
-            }
+        remove_all(self.provider.clone(), added).await;
+    }
+}
+
+async fn remove_all(provider: Arc<dyn DnsProvider>, added: Vec<(String, String)>) {
+    for (fqdn, value) in added {
+        if let Err(e) = provider.remove_txt(&fqdn, &value).await {
+            tracing::warn!(error = %e, %fqdn, "could not remove a challenge TXT value");
+        }
+    }
+}
+
+impl Drop for Published {
+    /// An issuance abandoned mid-way (timeout): remove what it published in the background.
+    fn drop(&mut self) {
+        let added = std::mem::take(self.added.get_mut());
+        if added.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(remove_all(self.provider.clone(), added));
         }
     }
 }

@@ -309,7 +309,15 @@ impl Manager {
     }
 
     async fn issue_and_store(&mut self) -> Result<(), AcmeError> {
-        let result = self.issue_and_store_inner().await;
+        // The lock TTL is the bound on one issuance: a hung CA or DNS API must not hold the lock
+        // (extended while we run) forever.
+        let limit = self.acme.lock_ttl;
+        let result = match tokio::time::timeout(limit, self.issue_and_store_inner()).await {
+            Ok(r) => r,
+            Err(_) => Err(AcmeError::Acme(format!(
+                "issuance did not finish within acme.lock_ttl ({limit:?}); abandoned"
+            ))),
+        };
         crate::metrics::renewal_done(result.is_ok());
         result
     }

@@ -442,6 +442,12 @@ fn restart_with_redis_down_serves_the_disk_copy() {
         r2.log_text()
     );
     assert_eq!(handshake(r2.https, DOMAIN, &config).unwrap(), serial);
+    let (ok, out) = cli(&r2.config, &["cert", "status"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Redis unavailable") && out.contains("source: state dir"),
+        "{out}"
+    );
 }
 
 #[test]
