@@ -122,6 +122,8 @@ pub struct Knot {
     pub key_name: String,
     /// base64, as HUBIFY_EDGE_TSIG_SECRET wants it.
     pub secret: String,
+    /// A second key, hmac-sha512, with the same rights: `(name, base64 secret)`.
+    pub sha512_key: (String, String),
     pub proc: Proc,
     pub dir: tempfile::TempDir,
 }
@@ -132,10 +134,12 @@ impl Knot {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let key_name = "acme-key".to_string();
-        let secret = {
+        let b64 = |b: &[u8]| {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+            base64::engine::general_purpose::STANDARD.encode(b)
         };
+        let secret = b64(&rand::random::<[u8; 32]>());
+        let secret512 = b64(&rand::random::<[u8; 32]>());
         let d = dir.path().display().to_string();
         let conf = format!(
             r#"server:
@@ -157,10 +161,13 @@ key:
   - id: {key_name}
     algorithm: hmac-sha256
     secret: {secret}
+  - id: {key_name}-512
+    algorithm: hmac-sha512
+    secret: {secret512}
 
 acl:
   - id: acme-update
-    key: {key_name}
+    key: [{key_name}, {key_name}-512]
     action: update
     update-type: [TXT]
     update-owner: name
@@ -198,6 +205,7 @@ zone:
         Knot {
             addr,
             zone: zone.to_string(),
+            sha512_key: (format!("{key_name}-512"), secret512),
             key_name,
             secret,
             proc,

@@ -49,6 +49,22 @@ async fn rfc2136_appends_deletes_and_refuses_a_wrong_secret() {
         "{e}"
     );
 
+    // hmac-sha512 works too.
+    use base64::Engine;
+    let (name512, secret512) = &knot.sha512_key;
+    let k512 = TsigKey::new(
+        name512,
+        TsigAlgorithm::HmacSha512,
+        &base64::engine::general_purpose::STANDARD
+            .decode(secret512)
+            .unwrap(),
+    );
+    let p512 = Rfc2136::new(knot.addr, "hubify.test.", k512);
+    p512.add_txt(name, "sha512").await.unwrap();
+    assert_eq!(knot.txt(name), vec!["sha512"]);
+    p512.remove_txt(name, "sha512").await.unwrap();
+    assert!(knot.txt(name).is_empty());
+
     // A wrong secret: refused, and the error says what to check.
     let wrong = Rfc2136::new(
         knot.addr,
@@ -142,4 +158,64 @@ async fn issues_a_wildcard_certificate_through_dns01() {
     let status = hubify_edge_acme::status(&config).await.unwrap();
     assert_eq!(status.cert.unwrap().info.serial, cert.info.serial);
     assert!(status.origin.starts_with("state dir"));
+}
+
+#[tokio::test]
+async fn the_lock_is_extended_and_released_only_by_its_owner() {
+    use hubify_edge_acme::store::{Keys, Shared};
+    use std::time::Duration;
+    let redis = hubify_edge_acme::testenv::Redis::start();
+    let keys = Keys::new("t", "hubify.test");
+    let mut a = Shared::new(
+        &redis.url(),
+        keys.clone(),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let mut b = Shared::new(
+        &redis.url(),
+        keys,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let ttl = Duration::from_secs(30);
+    assert!(a.try_lock("token-a", ttl).await.unwrap());
+    assert!(!b.try_lock("token-b", ttl).await.unwrap(), "NX: one owner");
+    assert!(b.lock_exists().await.unwrap());
+    assert!(
+        !b.extend_lock("token-b", ttl).await.unwrap(),
+        "only the owner extends"
+    );
+    assert!(
+        !b.release_lock("token-b").await.unwrap(),
+        "only the owner releases"
+    );
+    assert!(a
+        .extend_lock("token-a", Duration::from_secs(60))
+        .await
+        .unwrap());
+    let pttl: i64 = hubify_edge_acme::testenv::redis_cmd(redis.port, "PTTL t:acme:lock")
+        .unwrap()
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pttl > 30_000 && pttl <= 60_000, "extended: {pttl}");
+    assert!(a.release_lock("token-a").await.unwrap());
+    assert!(!a.lock_exists().await.unwrap());
+    assert!(b.try_lock("token-b", ttl).await.unwrap(), "free again");
+    // The TTL bounds a crashed owner.
+    assert!(b.release_lock("token-b").await.unwrap());
+    assert!(a
+        .try_lock("short", Duration::from_millis(200))
+        .await
+        .unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.lock_exists().await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "lock never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(b.try_lock("token-b", ttl).await.unwrap());
 }

@@ -212,6 +212,31 @@ fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 }
 
 #[test]
+fn a_missing_tsig_secret_is_a_start_error_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme = "[acme]\ndirectory = \"https://127.0.0.1:9/dir\"\nstate_dir = \"state\"\n\
+                [acme.dns]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"hubify.test.\"\ntsig_key_name = \"k\"\n";
+    let mut r = Router::start(dir.path(), "r", acme, None, &[]);
+    let status = r.child.as_mut().unwrap().wait().unwrap();
+    assert!(!status.success());
+    let log = r.log_text();
+    assert!(log.contains("HUBIFY_EDGE_TSIG_SECRET"), "{log}");
+    let mut r = Router::start(
+        dir.path(),
+        "r2",
+        acme,
+        None,
+        &[("HUBIFY_EDGE_TSIG_SECRET", "not base64!")],
+    );
+    assert!(!r.child.as_mut().unwrap().wait().unwrap().success());
+    assert!(
+        r.log_text().contains("not valid base64"),
+        "{}",
+        r.log_text()
+    );
+}
+
+#[test]
 fn no_certificate_yet_fails_handshakes_and_is_not_ready() {
     let env = AcmeEnv::start(DOMAIN, 3600);
     let dir = tempfile::tempdir().unwrap();
