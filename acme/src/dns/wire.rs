@@ -261,7 +261,10 @@ impl TsigKey {
                 tsig_error_name(t.error)
             ));
         }
-        let mut unsigned = raw[..t.offset].to_vec();
+        let mut unsigned = match raw.get(..t.offset) {
+            Some(u) if u.len() >= 12 => u.to_vec(),
+            _ => return Err("the answer's TSIG record is misplaced".into()),
+        };
         let ar = answer.arcount.saturating_sub(1);
         unsigned[10..12].copy_from_slice(&ar.to_be_bytes());
         unsigned[0..2].copy_from_slice(&t.original_id.to_be_bytes());
