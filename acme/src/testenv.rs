@@ -306,6 +306,8 @@ impl Pebble {
             .arg("-strict")
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_AUTHZREUSE", "0")
+            // Deterministic: tests count orders exactly (instant-acme retries badNonce itself).
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
             .current_dir(dir.path());
         let mut proc = Proc::spawn(cmd, p("pebble.log"));
         let api: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -484,14 +486,21 @@ impl AcmeEnv {
         AcmeEnv { knot, pebble }
     }
 
-    /// `[acme]` + `[acme.dns]` TOML for the rfc2136 provider.
+    /// `[acme]` + `[acme.dns]` TOML for the rfc2136 provider. `extra` adds `[acme]` keys; unless
+    /// it sets its own, failed issuances are retried after 1 s (up to 5 s).
     pub fn acme_toml(&self, state_dir: &Path, extra: &str) -> String {
+        let retry = if extra.contains("retry_") {
+            ""
+        } else {
+            "retry_initial = \"1s\"\nretry_max = \"5s\""
+        };
         format!(
             r#"[acme]
 directory = "{}"
 contact = ["mailto:ops@{}"]
 state_dir = "{}"
 ca_bundle = "{}"
+{retry}
 {extra}
 
 [acme.dns]

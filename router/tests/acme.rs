@@ -322,6 +322,14 @@ fn first_issuance_serves_wildcard_and_apex_only() {
         "{out}"
     );
     assert!(out.contains(&s1.replace(':', "").to_uppercase()), "{out}");
+
+    // Without Redis, a `cert renew` from another process lands in the state dir; the running
+    // router notices it there and swaps it in.
+    let secret = [("HUBIFY_EDGE_TSIG_SECRET", env.knot.secret.as_str())];
+    let (ok, out) = cli(&r.config, &["cert", "renew"], &secret);
+    assert!(ok, "{out}");
+    let renewed = wait_serial(&r, &config, Duration::from_secs(60), |s| s != s1);
+    assert_eq!(handshake(r.https, DOMAIN, &config).unwrap(), renewed);
 }
 
 #[test]
