@@ -85,6 +85,8 @@ pub(crate) struct Manager {
     shared: Option<Shared>,
     account: Option<Account>,
     current: Option<LoadedCert>,
+    /// The PEMs of `current`, to put back into Redis when Redis lost or lags behind it.
+    current_bundle: Option<Bundle>,
     /// ARI: (fingerprint of the cert it is about, suggested renewal time if the CA gave one,
     /// when to ask again).
     ari: Option<(String, Option<SystemTime>, Instant)>,
@@ -119,6 +121,7 @@ impl Manager {
             shared,
             account: None,
             current: None,
+            current_bundle: None,
             ari: None,
             ari_supported: false,
             failures: 0,
@@ -167,6 +170,7 @@ impl Manager {
             .cert_not_after
             .store(unix(loaded.info.not_after), Ordering::Relaxed);
         self.current = Some(loaded);
+        self.current_bundle = Some(bundle.clone());
         Ok(true)
     }
 
@@ -183,13 +187,18 @@ impl Manager {
         }
     }
 
-    /// Loads the newest stored certificate (Redis, then the state dir).
+    /// Loads the newest stored certificate (Redis, then the state dir). When Redis has none, or
+    /// an older one than we serve (it was flushed, or a store after an issuance failed), ours is
+    /// put back so every replica converges on the newest.
     async fn refresh(&mut self) {
+        // What Redis holds: `None` unknown (error), `Some(None)` nothing, `Some(Some(t))` notAfter.
+        let mut in_redis: Option<Option<SystemTime>> = None;
         if let Some(shared) = &mut self.shared {
             match shared.get_bundle().await {
                 Ok(Some(b)) => {
                     self.redis_warned = false;
                     let origin = format!("redis {}", shared.keys.tls);
+                    in_redis = Some(b.load(&origin).ok().map(|c| c.info.not_after));
                     match self.maybe_install(&b, &origin) {
                         Ok(true) => {
                             if let Err(e) = self.disk.write_bundle(&b) {
@@ -200,7 +209,10 @@ impl Manager {
                         Err(e) => tracing::warn!(error = %e, "Redis certificate not used"),
                     }
                 }
-                Ok(None) => self.redis_warned = false,
+                Ok(None) => {
+                    self.redis_warned = false;
+                    in_redis = Some(None);
+                }
                 Err(e) => {
                     if !self.redis_warned {
                         tracing::warn!(error = %e, "cannot read the certificate from Redis; serving the local copy");
@@ -210,6 +222,27 @@ impl Manager {
             }
         }
         self.install_from_disk();
+        let (Some(in_redis), Some(cur), Some(bundle), Some(shared)) = (
+            in_redis,
+            &self.current,
+            &self.current_bundle,
+            &mut self.shared,
+        ) else {
+            return;
+        };
+        if in_redis.is_none_or(|t| t < cur.info.not_after) {
+            match shared.put_bundle_if_newer(bundle, cur).await {
+                Ok(false) => {}
+                Ok(true) => tracing::info!(
+                    serial = %cur.info.serial,
+                    key = %shared.keys.tls,
+                    "Redis had no or an older certificate; stored the one served here"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not put the served certificate back into Redis")
+                }
+            }
+        }
     }
 
     /// When the serving certificate should be renewed (`None`: no certificate: now).

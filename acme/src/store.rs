@@ -194,6 +194,14 @@ impl Keys {
     }
 }
 
+/// HSET the bundle and PUBLISH, only when the stored `not_after` is missing or older.
+const PUT_IF_NEWER: &str = r"
+local cur = redis.call('hget', KEYS[1], 'not_after')
+if cur and tonumber(cur) and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('hset', KEYS[1], 'chain', ARGV[2], 'key', ARGV[3], 'issued_at', ARGV[4], 'not_after', ARGV[1], 'serial', ARGV[5], 'fingerprint', ARGV[6])
+redis.call('publish', KEYS[2], ARGV[6])
+return 1";
+
 const EXTEND: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = r"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
@@ -355,6 +363,38 @@ impl Shared {
             }
         })
         .await
+    }
+
+    /// Stores the bundle only if Redis holds nothing newer (atomic); true when stored.
+    pub async fn put_bundle_if_newer(
+        &mut self,
+        b: &Bundle,
+        cert: &LoadedCert,
+    ) -> Result<bool, AcmeError> {
+        let (key, events) = (self.keys.tls.clone(), self.keys.events.clone());
+        let args = [
+            unix(cert.info.not_after).to_string(),
+            b.chain_pem.clone(),
+            b.key_pem.clone(),
+            b.issued_at.to_string(),
+            cert.info.serial.clone(),
+            cert.info.fingerprint.clone(),
+        ];
+        let stored: i64 = self
+            .run(|mut c| {
+                let (key, events, args) = (key.clone(), events.clone(), args.clone());
+                async move {
+                    let script = redis::Script::new(PUT_IF_NEWER);
+                    let mut inv = script.key(&key);
+                    inv.key(&events);
+                    for a in &args {
+                        inv.arg(a);
+                    }
+                    inv.invoke_async(&mut c).await
+                }
+            })
+            .await?;
+        Ok(stored == 1)
     }
 
     pub async fn get_account(&mut self) -> Result<Option<StoredAccount>, AcmeError> {

@@ -447,6 +447,14 @@ impl Redis {
     pub fn stop(&mut self) {
         self.proc.kill();
     }
+
+    /// Starts a fresh, empty server on the same port (after [`Redis::stop`]).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = Redis::start_on(self.port, dir);
+        *self = fresh;
+    }
 }
 
 /// Sends one inline command and returns the first reply line (tests only).

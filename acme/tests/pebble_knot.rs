@@ -219,3 +219,54 @@ async fn the_lock_is_extended_and_released_only_by_its_owner() {
     }
     assert!(b.try_lock("token-b", ttl).await.unwrap());
 }
+
+fn bundle(days: u64) -> hubify_edge_acme::store::Bundle {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["*.hubify.test".into(), "hubify.test".into()]).unwrap();
+    let now = SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + std::time::Duration::from_secs(days * 86_400)).into();
+    let cert = params.self_signed(&key).unwrap();
+    hubify_edge_acme::store::Bundle {
+        chain_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        issued_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn put_back_only_replaces_an_older_certificate() {
+    use hubify_edge_acme::store::{Keys, Shared};
+    use std::time::Duration;
+    let redis = hubify_edge_acme::testenv::Redis::start();
+    let mut s = Shared::new(
+        &redis.url(),
+        Keys::new("t", "hubify.test"),
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let (b10, b20) = (bundle(10), bundle(20));
+    let (c10, c20) = (b10.load("b10").unwrap(), b20.load("b20").unwrap());
+    assert!(
+        s.put_bundle_if_newer(&b10, &c10).await.unwrap(),
+        "empty: stored"
+    );
+    assert!(
+        s.put_bundle_if_newer(&b20, &c20).await.unwrap(),
+        "newer: stored"
+    );
+    assert!(
+        !s.put_bundle_if_newer(&b10, &c10).await.unwrap(),
+        "older: refused"
+    );
+    assert!(
+        !s.put_bundle_if_newer(&b20, &c20).await.unwrap(),
+        "same: nothing to do"
+    );
+    assert_eq!(
+        s.get_bundle().await.unwrap().unwrap().chain_pem,
+        b20.chain_pem
+    );
+}
