@@ -13,7 +13,11 @@
 //! - A failed issuance never touches the serving certificate; it is retried after
 //!   `acme.retry_initial`, doubling up to `acme.retry_max`.
 //! - With Redis configured but unreachable, nobody issues (the lock cannot be taken); the served
-//!   certificate stays and issuance is retried with backoff.
+//!   certificate stays and issuance is retried with backoff. When Redis comes back without the
+//!   certificate (or with an older one), the served one is put back (atomically, only if newer).
+//! - ARI (RFC 9773): when the CA offers `renewalInfo`, the suggested window (a random point in
+//!   it) can bring renewal forward, never push it past our own renewal time; the renewal order
+//!   then carries `replaces`. One issuance is bounded by `acme.lock_ttl`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
