@@ -64,7 +64,8 @@ impl FileWatcher {
     /// Reads both files; when their contents changed and form a valid pair, swaps the pair in.
     /// Returns `Ok(true)` when a new certificate was installed, `Ok(false)` when nothing changed.
     pub fn poll(&mut self) -> Result<bool, CertError> {
-        let cert_pem = std::fs::read(&self.cert).map_err(|e| file_err(&self.cert, e.to_string()))?;
+        let cert_pem =
+            std::fs::read(&self.cert).map_err(|e| file_err(&self.cert, e.to_string()))?;
         let key_pem = std::fs::read(&self.key).map_err(|e| file_err(&self.key, e.to_string()))?;
         if let Some((c, k)) = &self.last {
             if *c == cert_pem && *k == key_pem {

@@ -87,7 +87,10 @@ fn describe(der: &[u8], source: &'static str) -> Result<CertInfo, CertError> {
         names,
         not_before: to_time(cert.validity().not_before),
         not_after: to_time(cert.validity().not_after),
-        serial: cert.raw_serial_as_string().replace(':', "").to_ascii_uppercase(),
+        serial: cert
+            .raw_serial_as_string()
+            .replace(':', "")
+            .to_ascii_uppercase(),
         fingerprint: fingerprint(der),
         source,
     })

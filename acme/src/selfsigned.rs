@@ -11,9 +11,10 @@ pub fn self_signed(domain: &str) -> Result<(LoadedCert, String), CertError> {
     let gen = |e: rcgen::Error| CertError::Generate(e.to_string());
     let names = vec![format!("*.{domain}"), domain.to_string()];
     let mut params = rcgen::CertificateParams::new(names).map_err(gen)?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("hubify-edge development ({domain})"));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("hubify-edge development ({domain})"),
+    );
     let now = std::time::SystemTime::now();
     params.not_before = (now - std::time::Duration::from_secs(3600)).into();
     params.not_after = (now + std::time::Duration::from_secs(90 * 86_400)).into();

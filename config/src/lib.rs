@@ -215,7 +215,11 @@ fn d(v: Option<ConfDuration>, default: Duration) -> Duration {
 
 /// Default name of a path rule for metrics: the first segment, `gateway` for the root.
 fn default_rule_name(prefix: &str) -> String {
-    let first = prefix.trim_start_matches('/').split('/').next().unwrap_or("");
+    let first = prefix
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     if first.is_empty() {
         "gateway".to_string()
     } else {
@@ -278,7 +282,10 @@ impl Validator<'_> {
         {
             return Err(self.err(
                 "domain",
-                format!("{:?} is not a DNS name with at least two labels", raw.domain),
+                format!(
+                    "{:?} is not a DNS name with at least two labels",
+                    raw.domain
+                ),
             ));
         }
 
@@ -347,22 +354,17 @@ impl Validator<'_> {
         let reserved = self.reserved(raw.reserved)?;
 
         let fly = Fly {
-            internal_dns: raw
-                .fly
-                .internal_dns
-                .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0xfdaa, 0, 0, 0, 0, 0, 0, 3]), 53)),
+            internal_dns: raw.fly.internal_dns.unwrap_or_else(|| {
+                SocketAddr::new(IpAddr::from([0xfdaa, 0, 0, 0, 0, 0, 0, 3]), 53)
+            }),
             machines_api: raw
                 .fly
                 .machines_api
                 .unwrap_or_else(|| "http://_api.internal:4280".into()),
             wake_timeout: d(raw.fly.wake_timeout, Duration::from_secs(20)),
         };
-        if !(fly.machines_api.starts_with("http://") || fly.machines_api.starts_with("https://"))
-        {
-            return Err(self.err(
-                "fly.machines_api",
-                "must be an http:// or https:// URL",
-            ));
+        if !(fly.machines_api.starts_with("http://") || fly.machines_api.starts_with("https://")) {
+            return Err(self.err("fly.machines_api", "must be an http:// or https:// URL"));
         }
 
         let replay = Replay {
@@ -462,7 +464,10 @@ impl Validator<'_> {
         for (addr, key) in [
             (https.as_ref().map(|l| l.address), "listeners.https.address"),
             (http.as_ref().map(|l| l.address), "listeners.http.address"),
-            (redirect.as_ref().map(|l| l.address), "listeners.redirect.address"),
+            (
+                redirect.as_ref().map(|l| l.address),
+                "listeners.redirect.address",
+            ),
         ] {
             let Some(addr) = addr else { continue };
             if addr.port() != 0 {
@@ -491,14 +496,18 @@ impl Validator<'_> {
                 TlsSource::Acme
             }
             surface::TlsSource::Files => {
-                let cert = raw
-                    .cert
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| self.err("tls.cert", "missing: tls.source = \"files\" needs the PEM chain path"))?;
-                let key = raw
-                    .key
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| self.err("tls.key", "missing: tls.source = \"files\" needs the PEM key path"))?;
+                let cert = raw.cert.filter(|c| !c.is_empty()).ok_or_else(|| {
+                    self.err(
+                        "tls.cert",
+                        "missing: tls.source = \"files\" needs the PEM chain path",
+                    )
+                })?;
+                let key = raw.key.filter(|k| !k.is_empty()).ok_or_else(|| {
+                    self.err(
+                        "tls.key",
+                        "missing: tls.source = \"files\" needs the PEM key path",
+                    )
+                })?;
                 let reload_interval = d(raw.reload_interval, Duration::from_secs(1));
                 if reload_interval.is_zero() {
                     return Err(self.err("tls.reload_interval", "must be greater than zero"));
@@ -577,9 +586,7 @@ impl Validator<'_> {
                         r.region.as_deref(),
                         r.address.as_deref(),
                     )
-                    .map_err(|e| {
-                        self.err(format!("routes.static[{i}].{}", e.field), e.message)
-                    })?;
+                    .map_err(|e| self.err(format!("routes.static[{i}].{}", e.field), e.message))?;
                     out.push((r.label, route));
                 }
                 RouteStore::Static(out)
@@ -633,10 +640,16 @@ impl Validator<'_> {
             if !p.prefix.starts_with('/') {
                 return Err(self.err(key("prefix"), format!("{:?} must start with '/'", p.prefix)));
             }
-            if p.prefix.bytes().any(|c| c <= b' ' || c == 0x7f || c == b'?' || c == b'#') {
+            if p.prefix
+                .bytes()
+                .any(|c| c <= b' ' || c == 0x7f || c == b'?' || c == b'#')
+            {
                 return Err(self.err(
                     key("prefix"),
-                    format!("{:?} may not contain spaces, control characters, '?' or '#'", p.prefix),
+                    format!(
+                        "{:?} may not contain spaces, control characters, '?' or '#'",
+                        p.prefix
+                    ),
                 ));
             }
             let prefix = if p.prefix.len() > 1 {
@@ -659,7 +672,9 @@ impl Validator<'_> {
                 Some(n) => {
                     if n.is_empty()
                         || n.len() > 32
-                        || !n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                        || !n
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
                     {
                         return Err(self.err(key("name"), "must be 1-32 of a-z, 0-9, '_', '-'"));
                     }
@@ -684,7 +699,7 @@ impl Validator<'_> {
         if rules.is_empty() {
             return Err(self.err("paths", "at least one path rule is needed (prefix \"/\")"));
         }
-        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        rules.sort_by_key(|b| std::cmp::Reverse(b.prefix.len()));
         Ok(rules)
     }
 
@@ -701,14 +716,14 @@ impl Validator<'_> {
             let v = match (r.redirect, r.upstream) {
                 (Some(url), None) => {
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(self.err(format!("{key}.redirect"), "must be an http(s):// URL"));
+                        return Err(
+                            self.err(format!("{key}.redirect"), "must be an http(s):// URL")
+                        );
                     }
                     Reserved::Redirect(url.trim_end_matches('/').to_string())
                 }
                 (None, Some(addr)) => Reserved::Upstream(addr),
-                _ => {
-                    return Err(self.err(&key, "needs exactly one of `redirect` and `upstream`"))
-                }
+                _ => return Err(self.err(&key, "needs exactly one of `redirect` and `upstream`")),
             };
             out.insert(label, v);
         }
@@ -728,25 +743,40 @@ impl Validator<'_> {
         for (i, n) in names.iter().enumerate() {
             let bare = n.strip_prefix("*.").unwrap_or(n);
             if !bare.split('.').all(is_valid_label) {
-                return Err(self.err(format!("acme.names[{i}]"), format!("{n:?} is not a DNS name")));
+                return Err(self.err(
+                    format!("acme.names[{i}]"),
+                    format!("{n:?} is not a DNS name"),
+                ));
             }
         }
         let dns = a.dns;
         match dns.provider {
             DnsProvider::Rfc2136 => {
                 if dns.server.is_none() {
-                    return Err(self.err("acme.dns.server", "missing: the rfc2136 provider needs the DNS server address"));
+                    return Err(self.err(
+                        "acme.dns.server",
+                        "missing: the rfc2136 provider needs the DNS server address",
+                    ));
                 }
                 if dns.zone.is_none() {
-                    return Err(self.err("acme.dns.zone", "missing: the rfc2136 provider needs the zone"));
+                    return Err(self.err(
+                        "acme.dns.zone",
+                        "missing: the rfc2136 provider needs the zone",
+                    ));
                 }
                 if dns.tsig_key_name.is_none() {
-                    return Err(self.err("acme.dns.tsig_key_name", "missing: the rfc2136 provider needs a TSIG key name"));
+                    return Err(self.err(
+                        "acme.dns.tsig_key_name",
+                        "missing: the rfc2136 provider needs a TSIG key name",
+                    ));
                 }
             }
             DnsProvider::Cloudflare => {
                 if dns.zone_id.is_none() {
-                    return Err(self.err("acme.dns.zone_id", "missing: the cloudflare provider needs the zone id"));
+                    return Err(self.err(
+                        "acme.dns.zone_id",
+                        "missing: the cloudflare provider needs the zone id",
+                    ));
                 }
             }
         }

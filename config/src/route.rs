@@ -94,13 +94,7 @@ impl Route {
             lower_alnum,
             "machine id (a-z, 0-9)",
         )?;
-        let region = token(
-            "region",
-            region,
-            16,
-            lower_alnum,
-            "region code (a-z, 0-9)",
-        )?;
+        let region = token("region", region, 16, lower_alnum, "region code (a-z, 0-9)")?;
         let address = match address {
             None => None,
             Some(a) => Some(a.parse::<IpAddr>().map_err(|_| RouteError {
@@ -112,8 +106,7 @@ impl Route {
             let missing = if app.is_none() { "app" } else { "machine_id" };
             return Err(RouteError {
                 field: missing,
-                message: "missing: a route needs `address`, or both `app` and `machine_id`"
-                    .into(),
+                message: "missing: a route needs `address`, or both `app` and `machine_id`".into(),
             });
         }
         if app.is_some() != machine_id.is_some() {
@@ -141,7 +134,17 @@ mod tests {
         for ok in ["alice", "a", "a-b", "x1", &"a".repeat(63)] {
             assert!(is_valid_label(ok), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a.b", "a_b", "é", &"a".repeat(64), "a b"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a_b",
+            "é",
+            &"a".repeat(64),
+            "a b",
+        ] {
             assert!(!is_valid_label(bad), "{bad}");
         }
     }
@@ -150,8 +153,13 @@ mod tests {
     fn routes() {
         let r = Route::new(None, None, None, Some("127.0.0.1")).unwrap();
         assert_eq!(r.address, Some("127.0.0.1".parse().unwrap()));
-        let r = Route::new(Some("hubify-ws-alice"), Some("90801679a10038"), Some("iad"), None)
-            .unwrap();
+        let r = Route::new(
+            Some("hubify-ws-alice"),
+            Some("90801679a10038"),
+            Some("iad"),
+            None,
+        )
+        .unwrap();
         assert_eq!(r.machine_id.as_deref(), Some("90801679a10038"));
         assert_eq!(Route::new(None, None, None, None).unwrap_err().field, "app");
         assert_eq!(
@@ -159,7 +167,9 @@ mod tests {
             "machine_id"
         );
         assert_eq!(
-            Route::new(None, None, None, Some("nope")).unwrap_err().field,
+            Route::new(None, None, None, Some("nope"))
+                .unwrap_err()
+                .field,
             "address"
         );
         for inject in ["a;b", "a=b", "a\"b", "a\nb", "a b", "A", "a.b"] {

@@ -37,7 +37,10 @@ fn minimal_has_defaults() {
     assert_eq!(c.server.threads, 2);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.fly.internal_dns.to_string(), "[fdaa::3]:53");
-    assert_eq!(c.listeners.http.as_ref().map(|h| h.dispatch), Some(Dispatch::Forward));
+    assert_eq!(
+        c.listeners.http.as_ref().map(|h| h.dispatch),
+        Some(Dispatch::Forward)
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn bad_domain_and_missing_listeners() {
-    assert_eq!(err("domain = \"localhost\"\n[listeners.http]\naddress = \"127.0.0.1:1\"").key, "domain");
+    assert_eq!(
+        err("domain = \"localhost\"\n[listeners.http]\naddress = \"127.0.0.1:1\"").key,
+        "domain"
+    );
     assert_eq!(err("domain = \"hubify.test\"").key, "listeners");
     let e = err("domain = ");
     assert!(e.message.contains("line 1"), "{e}");

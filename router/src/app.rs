@@ -71,7 +71,9 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
             std::thread::Builder::new()
                 .name("cert-files".into())
                 .spawn(move || watcher.run(interval))
-                .map_err(|e| StartError::Listener(format!("cannot start the certificate watcher: {e}")))?;
+                .map_err(|e| {
+                    StartError::Listener(format!("cannot start the certificate watcher: {e}"))
+                })?;
         }
         TlsSource::Acme => return Err(StartError::AcmeUnavailable),
     }

@@ -252,7 +252,10 @@ pub struct Forward<'c> {
 /// sorted longest first (the config guarantees it), so the first match wins.
 pub fn match_rule<'c>(rules: &'c [PathRule], path: &str) -> Option<(usize, &'c PathRule)> {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    rules.iter().enumerate().find(|(_, r)| prefix_matches(&r.prefix, path))
+    rules
+        .iter()
+        .enumerate()
+        .find(|(_, r)| prefix_matches(&r.prefix, path))
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -487,8 +490,13 @@ mod tests {
     }
 
     fn machine() -> Route {
-        Route::new(Some("hubify-workspace-alice"), Some("90801679a10038"), Some("iad"), None)
-            .unwrap()
+        Route::new(
+            Some("hubify-workspace-alice"),
+            Some("90801679a10038"),
+            Some("iad"),
+            None,
+        )
+        .unwrap()
     }
 
     fn replay_to() -> Decision<'static> {
@@ -531,7 +539,10 @@ mod tests {
     fn replay_and_auto_replay_ordinary_requests() {
         let rules = rules();
         for mode in [REPLAY, AUTO] {
-            assert_eq!(decide(&machine(), &facts("GET", None, false), &rules, mode), replay_to());
+            assert_eq!(
+                decide(&machine(), &facts("GET", None, false), &rules, mode),
+                replay_to()
+            );
             let small = facts("POST", Some("1048575"), false);
             assert_eq!(decide(&machine(), &small, &rules, mode), replay_to());
             // Replay ignores path rules: even a path without a rule is replayed.
@@ -541,7 +552,12 @@ mod tests {
         }
         // The forward listener and the TLS listener never replay.
         for mode in [FORWARD, ListenerMode::Tls] {
-            assert!(is_forward(&decide(&machine(), &facts("GET", None, false), &rules, mode)));
+            assert!(is_forward(&decide(
+                &machine(),
+                &facts("GET", None, false),
+                &rules,
+                mode
+            )));
         }
     }
 
@@ -573,7 +589,9 @@ mod tests {
             assert!(is_forward(&decide(&machine(), &f, &rules, AUTO)));
         }
         assert_eq!(Refusal::BodyTooLarge.status(), 413);
-        assert!(Refusal::BodyLengthUnknown.detail().contains("Content-Length"));
+        assert!(Refusal::BodyLengthUnknown
+            .detail()
+            .contains("Content-Length"));
     }
 
     #[test]
@@ -583,7 +601,10 @@ mod tests {
             replay_src: true,
             ..RequestFacts::new("/terminal/ws", false)
         };
-        assert_eq!(decide(&machine(), &f, &rules, REPLAY), Decision::Refuse(Refusal::Loop));
+        assert_eq!(
+            decide(&machine(), &f, &rules, REPLAY),
+            Decision::Refuse(Refusal::Loop)
+        );
         assert_eq!(Refusal::Loop.status(), 508);
         assert!(is_forward(&decide(&machine(), &f, &rules, AUTO)));
     }
@@ -604,9 +625,18 @@ mod tests {
                 Decision::ReplayFailed(ReplayFailure::NoCandidate)
             );
         }
-        assert_eq!(ReplayFailure::parse("reason=timeout"), ReplayFailure::Timeout);
-        assert_eq!(ReplayFailure::parse("a=b; reason=retries_exhausted"), ReplayFailure::RetriesExhausted);
-        assert_eq!(ReplayFailure::parse("reason=<script>"), ReplayFailure::Unknown);
+        assert_eq!(
+            ReplayFailure::parse("reason=timeout"),
+            ReplayFailure::Timeout
+        );
+        assert_eq!(
+            ReplayFailure::parse("a=b; reason=retries_exhausted"),
+            ReplayFailure::RetriesExhausted
+        );
+        assert_eq!(
+            ReplayFailure::parse("reason=<script>"),
+            ReplayFailure::Unknown
+        );
         assert_eq!(ReplayFailure::parse(""), ReplayFailure::Unknown);
         assert_eq!(ReplayFailure::parse(";;=;reason"), ReplayFailure::Unknown);
     }
@@ -615,10 +645,16 @@ mod tests {
     fn address_routes_cannot_be_replayed() {
         let rules = rules();
         let f = RequestFacts::new("/", false);
-        assert_eq!(decide(&route(), &f, &rules, REPLAY), Decision::Refuse(Refusal::NoMachine));
+        assert_eq!(
+            decide(&route(), &f, &rules, REPLAY),
+            Decision::Refuse(Refusal::NoMachine)
+        );
         assert!(matches!(
             decide(&route(), &f, &rules, AUTO),
-            Decision::Forward(Forward { target: Target::Address(_), .. })
+            Decision::Forward(Forward {
+                target: Target::Address(_),
+                ..
+            })
         ));
     }
 
@@ -653,7 +689,10 @@ mod tests {
             h(&replay_conf(None, Some(Fallback::PreferSelf), "0s")).unwrap(),
             "app=hubify-workspace-alice;instance=90801679a10038;fallback=prefer_self"
         );
-        assert_eq!(replay_cache_ttl_secs(&replay_conf(Some("5s"), None, "0s")), None);
+        assert_eq!(
+            replay_cache_ttl_secs(&replay_conf(Some("5s"), None, "0s")),
+            None
+        );
     }
 
     #[test]
@@ -670,7 +709,18 @@ mod tests {
     fn replay_header_refuses_injection() {
         let r = replay_conf(Some("5s"), None, "0s");
         for bad in [
-            "", "a;b", "a=b", "a\"b", "a'b", "a b", "a\r\nx: y", "a\0", "A", "a.b", "a,b", "é",
+            "",
+            "a;b",
+            "a=b",
+            "a\"b",
+            "a'b",
+            "a b",
+            "a\r\nx: y",
+            "a\0",
+            "A",
+            "a.b",
+            "a,b",
+            "é",
             &"a".repeat(64),
         ] {
             let e = fly_replay_header(bad, "m1", &r).unwrap_err();
@@ -679,6 +729,9 @@ mod tests {
             assert_eq!(e.field, "instance", "{bad:?}");
         }
         let long = fly_replay_header(&"a".repeat(63), &"0".repeat(63), &r).unwrap();
-        assert_eq!(long.len(), "app=".len() + 63 + ";instance=".len() + 63 + ";timeout=5s".len());
+        assert_eq!(
+            long.len(),
+            "app=".len() + 63 + ";instance=".len() + 63 + ";timeout=5s".len()
+        );
     }
 }

@@ -148,11 +148,10 @@ impl FlyNet {
         opts.negative_max_ttl = Some(NEGATIVE_TTL_MAX);
         opts.positive_max_ttl = Some(POSITIVE_TTL_MAX);
         opts.cache_size = 16_384;
-        let resolver =
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-                .with_options(opts)
-                .build()
-                .map_err(|e| format!("6PN resolver: {e}"))?;
+        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| format!("6PN resolver: {e}"))?;
         let token = std::env::var("FLY_API_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty());
@@ -182,7 +181,12 @@ impl FlyNet {
     }
 
     /// The address to connect to for `port` on the machine, starting it when it is stopped.
-    pub async fn address(&self, app: &Arc<str>, machine_id: &Arc<str>, port: u16) -> Result<Ipv6Addr, FlyError> {
+    pub async fn address(
+        &self,
+        app: &Arc<str>,
+        machine_id: &Arc<str>,
+        port: u16,
+    ) -> Result<Ipv6Addr, FlyError> {
         if let Some(ip) = self.resolve(app, machine_id).await? {
             return Ok(ip);
         }
@@ -191,7 +195,9 @@ impl FlyNet {
         let outcome = match timeout_at(deadline, rx.wait_for(|v| v.is_some())).await {
             Err(_) => return Err(FlyError::Starting),
             Ok(Err(_)) => {
-                return Err(FlyError::Api("the wake task ended without an answer".into()))
+                return Err(FlyError::Api(
+                    "the wake task ended without an answer".into(),
+                ))
             }
             Ok(Ok(v)) => v.clone(),
         };
@@ -208,9 +214,12 @@ impl FlyNet {
                 tracing::warn!(%app, machine = %machine_id, %addr, "machine started but not accepting connections within fly.wake_timeout");
                 return Err(FlyError::Starting);
             }
-            match timeout(left.min(self.connect_timeout), tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_probe)) => return Ok(ip),
-                Ok(Err(_)) | Err(_) => {}
+            let probe = timeout(
+                left.min(self.connect_timeout),
+                tokio::net::TcpStream::connect(addr),
+            );
+            if let Ok(Ok(_connected)) = probe.await {
+                return Ok(ip);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             sleep(pause.min(left)).await;
@@ -219,7 +228,11 @@ impl FlyNet {
     }
 
     /// Joins the wake of this machine, starting one when none is in flight.
-    fn join_wake(&self, app: &Arc<str>, machine_id: &Arc<str>) -> watch::Receiver<Option<WakeOutcome>> {
+    fn join_wake(
+        &self,
+        app: &Arc<str>,
+        machine_id: &Arc<str>,
+    ) -> watch::Receiver<Option<WakeOutcome>> {
         let key: MachineKey = (app.clone(), machine_id.clone());
         let mut wakes = lock(&self.wakes);
         if let Some(rx) = wakes.get(&key) {
@@ -270,18 +283,23 @@ impl WakeJob {
         };
         let deadline = Instant::now() + self.wake_timeout;
         self.api.start(app, machine_id).await?;
-        self.api.wait_started(app, machine_id, self.wake_timeout).await?;
+        self.api
+            .wait_started(app, machine_id, self.wake_timeout)
+            .await?;
         // Fly publishes the AAAA record once the machine runs; poll without the cache.
         let mut pause = Duration::from_millis(25);
         loop {
-            self.resolver.clear_lookup_cache(name.as_str(), RecordType::AAAA);
+            self.resolver
+                .clear_lookup_cache(name.as_str(), RecordType::AAAA);
             match lookup_aaaa(&self.resolver, &name).await {
                 Ok(Some(ip)) => {
                     tracing::info!(%app, machine = %machine_id, %ip, "machine started");
                     return Ok(ip);
                 }
                 Ok(None) => {}
-                Err(FlyError::Dns(e)) => tracing::warn!(%app, machine = %machine_id, error = %e, "6PN lookup failed while waiting for a started machine"),
+                Err(FlyError::Dns(e)) => {
+                    tracing::warn!(%app, machine = %machine_id, error = %e, "6PN lookup failed while waiting for a started machine")
+                }
                 Err(_) => {}
             }
             if Instant::now() + pause >= deadline {
@@ -356,11 +374,23 @@ impl MachinesApi {
     }
 
     /// `GET /v1/apps/{app}/machines/{id}/wait?state=started&timeout=<s>` (Fly caps it at 60 s).
-    pub async fn wait_started(&self, app: &str, machine_id: &str, bound: Duration) -> Result<(), FlyError> {
+    pub async fn wait_started(
+        &self,
+        app: &str,
+        machine_id: &str,
+        bound: Duration,
+    ) -> Result<(), FlyError> {
         let secs = bound.as_secs_f64().ceil().clamp(1.0, 60.0) as u64;
-        let path = format!("/v1/apps/{app}/machines/{machine_id}/wait?state=started&timeout={secs}");
+        let path =
+            format!("/v1/apps/{app}/machines/{machine_id}/wait?state=started&timeout={secs}");
         let (status, body) = self
-            .call(http::Method::GET, &path, Duration::from_secs(secs) + API_CALL_TIMEOUT, app, machine_id)
+            .call(
+                http::Method::GET,
+                &path,
+                Duration::from_secs(secs) + API_CALL_TIMEOUT,
+                app,
+                machine_id,
+            )
             .await?;
         match status {
             200..=299 => Ok(()),
@@ -384,17 +414,26 @@ impl MachinesApi {
         let mut req = http::Request::builder()
             .method(method.clone())
             .uri(url.as_str())
-            .header(http::header::USER_AGENT, concat!("hubify-edge/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("hubify-edge/", env!("CARGO_PKG_VERSION")),
+            );
         match &self.authorization {
             Some(a) => req = req.header(http::header::AUTHORIZATION, a.as_ref()),
-            None => tracing::warn!("FLY_API_TOKEN is not set: calling the Machines API without a token"),
+            None => {
+                tracing::warn!("FLY_API_TOKEN is not set: calling the Machines API without a token")
+            }
         }
         let req = req.body(Empty::new()).map_err(|e| {
             tracing::error!(%url, error = %e, "cannot build a Machines API request (check fly.machines_api)");
             FlyError::Api(format!("bad request URL: {e}"))
         })?;
         let call = async {
-            let resp = self.client.request(req).await.map_err(|e| format!("{e:?}"))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), 64 * 1024)
                 .collect()
@@ -416,8 +455,16 @@ impl MachinesApi {
         }
     }
 
-    fn failure(&self, call: &str, status: u16, body: &[u8], app: &str, machine_id: &str) -> FlyError {
-        let text = String::from_utf8_lossy(&body[..body.len().min(API_BODY_LOG_LIMIT)]).into_owned();
+    fn failure(
+        &self,
+        call: &str,
+        status: u16,
+        body: &[u8],
+        app: &str,
+        machine_id: &str,
+    ) -> FlyError {
+        let text =
+            String::from_utf8_lossy(&body[..body.len().min(API_BODY_LOG_LIMIT)]).into_owned();
         match status {
             401 | 403 => {
                 tracing::error!(%app, machine = %machine_id, status, body = %text, "Machines API {call}: the token was refused: check FLY_API_TOKEN (it needs rights on the workspace apps)");

@@ -66,7 +66,10 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
 }
 
 fn valid_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    !p.is_empty()
+        && p.len() <= 5
+        && p.bytes().all(|c| c.is_ascii_digit())
+        && p.parse::<u16>().is_ok()
 }
 
 /// Classifies a normalized host (see [`normalize_host`]) against the configured domain.
@@ -125,7 +128,10 @@ mod tests {
         assert_eq!(label("alicehubify.com"), Some(HostMatch::Outside));
         assert_eq!(label("-x.hubify.com"), Some(HostMatch::Outside));
         assert_eq!(label("a_b.hubify.com"), Some(HostMatch::Outside));
-        assert_eq!(label(&format!("{}.hubify.com", "a".repeat(64))), Some(HostMatch::Outside));
+        assert_eq!(
+            label(&format!("{}.hubify.com", "a".repeat(64))),
+            Some(HostMatch::Outside)
+        );
         assert_eq!(label("127.0.0.1"), Some(HostMatch::Outside));
         assert_eq!(label("[::1]:443"), Some(HostMatch::Outside));
     }
@@ -133,9 +139,21 @@ mod tests {
     #[test]
     fn malformed() {
         for bad in [
-            "", ":", ":443", "bad host!", "alice.hubify.com:", "alice.hubify.com:99999",
-            "alice.hubify.com:x", "alice..hubify.com", ".", "..", "[::1", "[zz]", "a/b",
-            "alice.hubify.com\0", "é.hubify.com",
+            "",
+            ":",
+            ":443",
+            "bad host!",
+            "alice.hubify.com:",
+            "alice.hubify.com:99999",
+            "alice.hubify.com:x",
+            "alice..hubify.com",
+            ".",
+            "..",
+            "[::1",
+            "[zz]",
+            "a/b",
+            "alice.hubify.com\0",
+            "é.hubify.com",
         ] {
             assert_eq!(label(bad), None, "{bad:?}");
         }

@@ -10,7 +10,11 @@ use hubify_edge_config::{Config, LogFormat};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "hubify-edge", version, about = "The edge router in front of every Hubify workspace")]
+#[command(
+    name = "hubify-edge",
+    version,
+    about = "The edge router in front of every Hubify workspace"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded local-development defaults.
     #[arg(long, short, global = true)]

@@ -208,7 +208,9 @@ impl EdgeProxy {
             Err(e) => {
                 tracing::error!(error = %e, "route cannot be replayed");
                 let detail = "The workspace's route is misconfigured.";
-                return self.respond(session, ctx, 502, "bad_route", detail, &[]).await;
+                return self
+                    .respond(session, ctx, 502, "bad_route", detail, &[])
+                    .await;
             }
         };
         let mut resp = ResponseHeader::build(307, Some(5))?;
@@ -276,18 +278,39 @@ impl ProxyHttp for EdgeProxy {
             Ok(Some(h)) => h,
             Ok(None) => {
                 return self
-                    .respond(session, ctx, 400, "bad_request", "The request has no Host.", &[])
+                    .respond(
+                        session,
+                        ctx,
+                        400,
+                        "bad_request",
+                        "The request has no Host.",
+                        &[],
+                    )
                     .await
             }
             Err(()) => {
                 return self
-                    .respond(session, ctx, 400, "bad_request", "The Host header is malformed or repeated.", &[])
+                    .respond(
+                        session,
+                        ctx,
+                        400,
+                        "bad_request",
+                        "The Host header is malformed or repeated.",
+                        &[],
+                    )
                     .await
             }
         };
         let Some(host) = normalize_host(raw_host) else {
             return self
-                .respond(session, ctx, 400, "bad_request", "The Host header is malformed.", &[])
+                .respond(
+                    session,
+                    ctx,
+                    400,
+                    "bad_request",
+                    "The Host header is malformed.",
+                    &[],
+                )
                 .await;
         };
 
@@ -298,7 +321,8 @@ impl ProxyHttp for EdgeProxy {
                 .and_then(|s| s.extension.get::<Sni>());
             if let Some(sni) = sni {
                 if !sni.0.eq_ignore_ascii_case(host.as_ref()) {
-                    let detail = "This connection was opened for another host name; open a new connection.";
+                    let detail =
+                        "This connection was opened for another host name; open a new connection.";
                     return self
                         .respond(session, ctx, 421, "misdirected", detail, &[])
                         .await;
@@ -312,8 +336,15 @@ impl ProxyHttp for EdgeProxy {
                 return match config.reserved.get("@") {
                     Some(r) => self.reserved(session, ctx, r).await,
                     None => {
-                        self.respond(session, ctx, 404, "not_found", "No workspace at this address.", &[])
-                            .await
+                        self.respond(
+                            session,
+                            ctx,
+                            404,
+                            "not_found",
+                            "No workspace at this address.",
+                            &[],
+                        )
+                        .await
                     }
                 }
             }
@@ -340,7 +371,14 @@ impl ProxyHttp for EdgeProxy {
             Lookup::Unavailable => {
                 let detail = "The route store is unavailable; try again shortly.";
                 return self
-                    .respond(session, ctx, 503, "unavailable", detail, &[(http::header::RETRY_AFTER, "5".into())])
+                    .respond(
+                        session,
+                        ctx,
+                        503,
+                        "unavailable",
+                        detail,
+                        &[(http::header::RETRY_AFTER, "5".into())],
+                    )
                     .await;
             }
             Lookup::Invalid(why) => {
@@ -354,11 +392,7 @@ impl ProxyHttp for EdgeProxy {
 
         let upgrade = session.is_upgrade_req();
         let req = session.req_header();
-        let path_and_query = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let path_and_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let body = Body::classify(
             req.method.as_str(),
             req.headers.get(CONTENT_LENGTH).map(|v| v.as_bytes()),
@@ -398,7 +432,8 @@ impl ProxyHttp for EdgeProxy {
                     Target::Address(ip) => ip,
                     Target::Machine => {
                         let (Some(app), Some(machine)) = (&route.app, &route.machine_id) else {
-                            let detail = "The workspace's route names neither an address nor a machine.";
+                            let detail =
+                                "The workspace's route names neither an address nor a machine.";
                             return self
                                 .respond(session, ctx, 502, "bad_route", detail, &[])
                                 .await;
@@ -518,8 +553,8 @@ impl ProxyHttp for EdgeProxy {
         use ErrorType::*;
         let status = match e.etype() {
             HTTPStatus(code) => *code,
-            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
-            | SocketError | BindError => 502,
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+            | TLSHandshakeFailure | SocketError | BindError => 502,
             ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,

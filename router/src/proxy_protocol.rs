@@ -95,13 +95,9 @@ mod tests {
     fn header(src: &str, dst: &str) -> Vec<u8> {
         let src: std::net::SocketAddr = src.parse().unwrap();
         let dst: std::net::SocketAddr = dst.parse().unwrap();
-        Builder::with_addresses(
-            Version::Two | Command::Proxy,
-            Protocol::Stream,
-            (src, dst),
-        )
-        .build()
-        .unwrap()
+        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst))
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -114,7 +110,9 @@ mod tests {
             parse_v2(&header("[2001:db8::7]:1", "[2001:db8::1]:443")).unwrap(),
             Some("[2001:db8::7]:1".parse().unwrap())
         );
-        let local = Builder::new(Version::Two | Command::Local, 0).build().unwrap();
+        let local = Builder::new(Version::Two | Command::Local, 0)
+            .build()
+            .unwrap();
         assert_eq!(parse_v2(&local).unwrap(), None);
     }
 

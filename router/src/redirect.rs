@@ -26,11 +26,11 @@ pub fn location(host: Option<&str>, path_and_query: &str, https_port: u16) -> Op
 impl ServeHttp for RedirectApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()));
+        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
         let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let builder = Response::builder().header(http::header::CONTENT_LENGTH, "0");
         let resp = match location(host, pq, self.https_port) {

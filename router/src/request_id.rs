@@ -40,7 +40,9 @@ mod tests {
         for bad in [&b""[..], b"has space", b"<x>", &[b'a'; 129]] {
             let id = from_header(Some(bad));
             assert_eq!(id.len(), 32);
-            assert!(id.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(id
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
         assert_ne!(generate(), generate());
     }

@@ -18,7 +18,10 @@ struct SniCapture;
 
 #[async_trait]
 impl TlsAccept for SniCapture {
-    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let name = tls.server_name()?;
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         Some(Arc::new(Sni(name)))

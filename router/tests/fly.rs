@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! End to end: the real `hubify-edge` binary on Fly's two topologies, against real servers on
 //! loopback — a real DNS server (knotd, `internal.` zone updated with RFC 2136 `knsupdate`) for
 //! 6PN, a Machines API stand-in that keeps machine state and publishes/withdraws the machine's
@@ -49,7 +50,10 @@ impl Message {
 }
 
 /// Reads one HTTP/1.1 message (head + body by Content-Length, chunked, or none).
-async fn read_message<S: AsyncRead + Unpin>(s: &mut S, is_response: bool) -> std::io::Result<Message> {
+async fn read_message<S: AsyncRead + Unpin>(
+    s: &mut S,
+    is_response: bool,
+) -> std::io::Result<Message> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let head_end = loop {
@@ -58,7 +62,10 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S, is_response: bool) -> std
         }
         let n = s.read(&mut tmp).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a full head"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a full head",
+            ));
         }
         buf.extend_from_slice(&tmp[..n]);
     };
@@ -66,20 +73,32 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S, is_response: bool) -> std
     let mut rest = buf[head_end + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let start = lines.next().unwrap_or("").to_string();
-    let mut m = Message { start: start.clone(), ..Default::default() };
+    let mut m = Message {
+        start: start.clone(),
+        ..Default::default()
+    };
     if is_response {
-        m.status = start.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        m.status = start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
     }
     for l in lines {
         if let Some((n, v)) = l.split_once(':') {
-            m.headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            m.headers
+                .push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let no_body = is_response && (m.status == 204 || m.status == 304 || (100..200).contains(&m.status));
+    let no_body =
+        is_response && (m.status == 204 || m.status == 304 || (100..200).contains(&m.status));
     if no_body {
         return Ok(m);
     }
-    if let Some(cl) = m.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(cl) = m
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         while rest.len() < cl {
             let n = s.read(&mut tmp).await?;
             if n == 0 {
@@ -89,7 +108,10 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S, is_response: bool) -> std
         }
         rest.truncate(cl);
         m.body = rest;
-    } else if m.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    } else if m
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         let mut body = Vec::new();
         loop {
             while !rest.windows(2).any(|w| w == b"\r\n") {
@@ -101,7 +123,8 @@ async fn read_message<S: AsyncRead + Unpin>(s: &mut S, is_response: bool) -> std
             }
             let i = rest.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
             let size_line = String::from_utf8_lossy(&rest[..i]).into_owned();
-            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or(0);
             rest.drain(..i + 2);
             while rest.len() < size + 2 {
                 let n = s.read(&mut tmp).await?;
@@ -136,7 +159,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: &[u8]) -> M
 }
 
 async fn request(addr: SocketAddr, req: &[u8]) -> Message {
-    let mut s = TcpStream::connect(addr).await.expect("connect to the router");
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the router");
     exchange(&mut s, req).await
 }
 
@@ -144,16 +169,21 @@ fn get(host: &str, path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").into_bytes()
 }
 
-type Handler = Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = (u16, String)> + Send>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = (u16, String)> + Send>> + Send + Sync>;
 
 /// Serves HTTP/1.1 on `listener`, one request per connection.
 fn serve(listener: TcpListener, handler: Handler) {
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
-                let Ok(req) = read_message(&mut s, false).await else { return };
+                let Ok(req) = read_message(&mut s, false).await else {
+                    return;
+                };
                 let (status, body) = handler(req).await;
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -171,7 +201,11 @@ fn echo_handler(name: &'static str, hits: Arc<AtomicUsize>) -> Handler {
     Arc::new(move |req: Message| {
         hits.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
-            let mut out = format!("service: {name}\nstart: {}\nbody-bytes: {}\n", req.start, req.body.len());
+            let mut out = format!(
+                "service: {name}\nstart: {}\nbody-bytes: {}\n",
+                req.start,
+                req.body.len()
+            );
             for (n, v) in &req.headers {
                 out.push_str(&format!("header: {n}: {v}\n"));
             }
@@ -181,7 +215,9 @@ fn echo_handler(name: &'static str, hits: Arc<AtomicUsize>) -> Handler {
 }
 
 async fn echo_upstream_v6(name: &'static str) -> (u16, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("[::1]:0").await.expect("bind [::1] (IPv6 loopback needed)");
+    let l = TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind [::1] (IPv6 loopback needed)");
     let port = l.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     serve(l, echo_handler(name, hits.clone()));
@@ -190,7 +226,9 @@ async fn echo_upstream_v6(name: &'static str) -> (u16, Arc<AtomicUsize>) {
 
 fn seen_header<'a>(echo: &'a str, name: &str) -> Vec<&'a str> {
     let prefix = format!("header: {name}: ");
-    echo.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).collect()
+    echo.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,7 +238,10 @@ fn need(bin: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false);
-    assert!(found, "`{bin}` is missing: install the Debian package `{package}` (apt-get install -y {package})");
+    assert!(
+        found,
+        "`{bin}` is missing: install the Debian package `{package}` (apt-get install -y {package})"
+    );
 }
 
 struct Knot {
@@ -257,17 +298,34 @@ impl Knot {
             .stderr(std::fs::File::create(d.join("knot.log")).unwrap())
             .spawn()
             .expect("start knotd");
-        let knot = Knot { child, port, _dir: dir };
+        let knot = Knot {
+            child,
+            port,
+            _dir: dir,
+        };
         let start = Instant::now();
         loop {
             let out = Command::new("kdig")
-                .args([format!("@127.0.0.1"), "-p".into(), port.to_string(), "internal.".into(), "SOA".into(), "+short".into(), "+timeout=1".into(), "+retry=0".into()])
+                .args([
+                    "@127.0.0.1".to_string(),
+                    "-p".into(),
+                    port.to_string(),
+                    "internal.".into(),
+                    "SOA".into(),
+                    "+short".into(),
+                    "+timeout=1".into(),
+                    "+retry=0".into(),
+                ])
                 .output()
                 .expect("run kdig");
             if out.status.success() && !out.stdout.is_empty() {
                 break;
             }
-            assert!(start.elapsed() < BOUND, "knotd did not answer: {}", std::fs::read_to_string(knot._dir.path().join("knot.log")).unwrap_or_default());
+            assert!(
+                start.elapsed() < BOUND,
+                "knotd did not answer: {}",
+                std::fs::read_to_string(knot._dir.path().join("knot.log")).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         knot
@@ -286,17 +344,35 @@ impl Knot {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run knsupdate");
-        child.stdin.take().unwrap().write_all(script.as_bytes()).await.unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .await
+            .unwrap();
         let out = child.wait_with_output().await.unwrap();
-        assert!(out.status.success(), "knsupdate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "knsupdate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     async fn publish(port: u16, app: &str, machine: &str) {
-        Knot::update(port, format!("update add {machine}.vm.{app}.internal. 5 AAAA ::1")).await;
+        Knot::update(
+            port,
+            format!("update add {machine}.vm.{app}.internal. 5 AAAA ::1"),
+        )
+        .await;
     }
 
     async fn withdraw(port: u16, app: &str, machine: &str) {
-        Knot::update(port, format!("update delete {machine}.vm.{app}.internal. AAAA")).await;
+        Knot::update(
+            port,
+            format!("update delete {machine}.vm.{app}.internal. AAAA"),
+        )
+        .await;
     }
 }
 
@@ -351,17 +427,30 @@ impl MachinesApi {
     async fn start(dns_port: u16) -> MachinesApi {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let api = MachinesApi { state: Arc::default(), addr, dns_port };
+        let api = MachinesApi {
+            state: Arc::default(),
+            addr,
+            dns_port,
+        };
         let me = api.clone();
-        serve(l, Arc::new(move |req| {
-            let me = me.clone();
-            Box::pin(async move { me.handle(req).await })
-        }));
+        serve(
+            l,
+            Arc::new(move |req| {
+                let me = me.clone();
+                Box::pin(async move { me.handle(req).await })
+            }),
+        );
         api
     }
 
     /// Adds a stopped machine whose service listens on `[::1]:<returned port>` once it runs.
-    fn add_machine(&self, app: &str, id: &str, boot: Duration, broken: bool) -> (u16, Arc<AtomicUsize>) {
+    fn add_machine(
+        &self,
+        app: &str,
+        id: &str,
+        boot: Duration,
+        broken: bool,
+    ) -> (u16, Arc<AtomicUsize>) {
         let sock = TcpSocket::new_v6().unwrap();
         sock.set_reuseaddr(true).unwrap();
         sock.bind("[::1]:0".parse().unwrap()).unwrap();
@@ -369,7 +458,14 @@ impl MachinesApi {
         let hits = Arc::new(AtomicUsize::new(0));
         self.state.lock().unwrap().machines.insert(
             id.to_string(),
-            Machine { app: app.to_string(), state: State::Stopped, boot, broken, service: Some(sock), hits: hits.clone() },
+            Machine {
+                app: app.to_string(),
+                state: State::Stopped,
+                boot,
+                broken,
+                service: Some(sock),
+                hits: hits.clone(),
+            },
         );
         (port, hits)
     }
@@ -390,7 +486,11 @@ impl MachinesApi {
         let mut parts = req.start.split(' ');
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
-        self.state.lock().unwrap().calls.push(format!("{method} {target}"));
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("{method} {target}"));
         if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
             return (401, "{\"error\":\"unauthorized\"}".into());
         }
@@ -425,8 +525,15 @@ impl MachinesApi {
                 (200, format!("{{\"previous_state\":\"{}\"}}", prev.as_str()))
             }
             ("GET", "wait") => {
-                let want = query.split('&').find_map(|kv| kv.strip_prefix("state=")).unwrap_or("started");
-                let secs: u64 = query.split('&').find_map(|kv| kv.strip_prefix("timeout=")).and_then(|v| v.parse().ok()).unwrap_or(60);
+                let want = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("state="))
+                    .unwrap_or("started");
+                let secs: u64 = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("timeout="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(60);
                 let until = Instant::now() + Duration::from_secs(secs);
                 loop {
                     if self.state_of(id).map(|s| s.as_str()) == Some(want) {
@@ -497,7 +604,11 @@ impl Drop for Router {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Setup<'a> {
@@ -521,7 +632,9 @@ impl Router {
         let mut https = None;
         if let Some(dispatch) = s.http_dispatch {
             let a = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            conf.push_str(&format!("[listeners.http]\naddress = \"{a}\"\ndispatch = \"{dispatch}\"\n"));
+            conf.push_str(&format!(
+                "[listeners.http]\naddress = \"{a}\"\ndispatch = \"{dispatch}\"\n"
+            ));
             if let Some(b) = s.behind_fly {
                 conf.push_str(&format!("behind_fly = {b}\n"));
             }
@@ -546,8 +659,17 @@ impl Router {
         let path = dir.path().join("router.toml");
         std::fs::write(&path, &conf).unwrap();
         let bin = env!("CARGO_BIN_EXE_hubify-edge");
-        let check = Command::new(bin).arg("--config").arg(&path).arg("check").output().unwrap();
-        assert!(check.status.success(), "config rejected: {}\n{conf}", String::from_utf8_lossy(&check.stderr));
+        let check = Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "config rejected: {}\n{conf}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&path).arg("run");
         match s.token {
@@ -560,14 +682,23 @@ impl Router {
             .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
             .spawn()
             .expect("start the router");
-        let mut r = Router { child, dir, http, https };
+        let mut r = Router {
+            child,
+            dir,
+            http,
+            https,
+        };
         let start = Instant::now();
         for a in [r.http, r.https].into_iter().flatten() {
             while TcpStream::connect(a).await.is_err() {
                 if let Ok(Some(status)) = r.child.try_wait() {
                     panic!("router exited ({status}): {}", r.logs());
                 }
-                assert!(start.elapsed() < BOUND, "router not listening: {}", r.logs());
+                assert!(
+                    start.elapsed() < BOUND,
+                    "router not listening: {}",
+                    r.logs()
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -609,7 +740,11 @@ const HOST: &str = "alice.hubify.test";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_answers_307_with_exact_fly_replay_header() {
     let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup { routes: &routes, ..replay_setup("replay", "timeout = \"5s\"\nfallback = \"force_self\"\n") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        ..replay_setup("replay", "timeout = \"5s\"\nfallback = \"force_self\"\n")
+    })
+    .await;
     for path in ["/", "/terminal/ws?x=1", "/no/rule/needed"] {
         let resp = request(r.http(), &get(HOST, path, "")).await;
         assert_eq!(resp.status, 307, "{path}: {resp:?}\n{}", r.logs());
@@ -618,13 +753,17 @@ async fn replay_answers_307_with_exact_fly_replay_header() {
         assert!(resp.body.is_empty());
         assert_eq!(
             resp.header("fly-replay"),
-            Some("app=hubify-workspace-alice;instance=90801679a10038;timeout=5s;fallback=force_self")
+            Some(
+                "app=hubify-workspace-alice;instance=90801679a10038;timeout=5s;fallback=force_self"
+            )
         );
         assert_eq!(resp.header("fly-replay-cache"), None);
         assert!(resp.header("x-request-id").is_some());
     }
     // A small body with Content-Length is replayed too.
-    let post = format!("POST /api HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    let post = format!(
+        "POST /api HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
     let resp = request(r.http(), post.as_bytes()).await;
     assert_eq!(resp.status, 307);
     // A workspace that does not exist is still a 404 page, never a replay.
@@ -636,10 +775,20 @@ async fn replay_answers_307_with_exact_fly_replay_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_cache_variant() {
     let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup { routes: &routes, ..replay_setup("replay", "timeout = \"800ms\"\nfallback = \"prefer_self\"\ncache_ttl = \"30s\"\n") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        ..replay_setup(
+            "replay",
+            "timeout = \"800ms\"\nfallback = \"prefer_self\"\ncache_ttl = \"30s\"\n",
+        )
+    })
+    .await;
     let resp = request(r.http(), &get(HOST, "/", "")).await;
     assert_eq!(resp.status, 307, "{}", r.logs());
-    assert_eq!(resp.header("fly-replay"), Some("app=hubify-workspace-alice;instance=90801679a10038"));
+    assert_eq!(
+        resp.header("fly-replay"),
+        Some("app=hubify-workspace-alice;instance=90801679a10038")
+    );
     assert_eq!(resp.header("fly-replay-cache"), Some("/*"));
     assert_eq!(resp.header("fly-replay-cache-ttl-secs"), Some("30"));
 }
@@ -647,7 +796,11 @@ async fn replay_cache_variant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_fallback_loop_bodies_and_websocket() {
     let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup { routes: &routes, ..replay_setup("replay", "timeout = \"5s\"\nfallback = \"force_self\"\n") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        ..replay_setup("replay", "timeout = \"5s\"\nfallback = \"force_self\"\n")
+    })
+    .await;
 
     // Fly's fallback request after a failed replay: a "workspace unavailable" page.
     let failed = "fly-replay-failed: instance=90801679a10038;app=hubify-workspace-alice;region=iad;replay_source=148e;reason=timeout;elapsed_ms=5003\r\n";
@@ -655,7 +808,11 @@ async fn replay_fallback_loop_bodies_and_websocket() {
     assert_eq!(resp.status, 503, "{resp:?}");
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert_eq!(resp.header("fly-replay"), None);
-    assert!(resp.text().contains("did not answer in time"), "{}", resp.text());
+    assert!(
+        resp.text().contains("did not answer in time"),
+        "{}",
+        resp.text()
+    );
     let nc = "fly-replay-failed: instance=x;app=y;reason=no_candidate;elapsed_ms=1\r\nAccept: application/json\r\n";
     let resp = request(r.http(), &get(HOST, "/", nc)).await;
     assert_eq!(resp.status, 503);
@@ -669,7 +826,10 @@ async fn replay_fallback_loop_bodies_and_websocket() {
     assert!(resp.text().contains("fly-replay-src"));
 
     // Bodies Fly cannot replay: 413 with an explanation.
-    let large = format!("PUT /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", 1 << 20);
+    let large = format!(
+        "PUT /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        1 << 20
+    );
     let resp = request(r.http(), large.as_bytes()).await;
     assert_eq!(resp.status, 413, "{resp:?}");
     assert!(resp.text().contains("1 MiB"));
@@ -678,7 +838,10 @@ async fn replay_fallback_loop_bodies_and_websocket() {
     assert_eq!(resp.status, 413, "{resp:?}");
     assert!(resp.text().contains("Content-Length"));
     // Just under the limit is replayed.
-    let under = format!("PUT /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", (1 << 20) - 1);
+    let under = format!(
+        "PUT /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        (1 << 20) - 1
+    );
     let mut s = TcpStream::connect(r.http()).await.unwrap();
     let mut req = under.into_bytes();
     req.extend(std::iter::repeat_n(b'x', (1 << 20) - 1));
@@ -705,13 +868,25 @@ async fn auto_forwards_over_6pn_what_cannot_be_replayed() {
     Knot::publish(knot.port, APP, MACHINE).await;
     let (port, hits) = echo_upstream_v6("gateway").await;
     let routes = static_route("alice", APP, MACHINE);
-    let fly = format!("internal_dns = \"{}\"\nmachines_api = \"http://127.0.0.1:9\"\nwake_timeout = \"5s\"\n", knot.addr());
-    let r = Router::start(Setup { routes: &routes, fly, port, ..replay_setup("auto", "timeout = \"5s\"\n") }).await;
+    let fly = format!(
+        "internal_dns = \"{}\"\nmachines_api = \"http://127.0.0.1:9\"\nwake_timeout = \"5s\"\n",
+        knot.addr()
+    );
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly,
+        port,
+        ..replay_setup("auto", "timeout = \"5s\"\n")
+    })
+    .await;
 
     // Ordinary request: replayed, the upstream never sees it.
     let resp = request(r.http(), &get(HOST, "/", "")).await;
     assert_eq!(resp.status, 307, "{}", r.logs());
-    assert_eq!(resp.header("fly-replay"), Some("app=hubify-workspace-alice;instance=90801679a10038;timeout=5s"));
+    assert_eq!(
+        resp.header("fly-replay"),
+        Some("app=hubify-workspace-alice;instance=90801679a10038;timeout=5s")
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 
     // 2 MiB body: forwarded to [::1]:port (the machine's AAAA), whole.
@@ -749,8 +924,17 @@ async fn forward_over_6pn_strips_fly_headers() {
     Knot::publish(knot.port, APP, MACHINE).await;
     let (port, hits) = echo_upstream_v6("gateway").await;
     let routes = static_route("alice", APP, MACHINE) + &static_route("bob", APP, "0000stopped");
-    let fly = format!("internal_dns = \"{}\"\nmachines_api = \"http://127.0.0.1:9\"\nwake_timeout = \"2s\"\n", knot.addr());
-    let r = Router::start(Setup { routes: &routes, fly, port, ..replay_setup("forward", "") }).await;
+    let fly = format!(
+        "internal_dns = \"{}\"\nmachines_api = \"http://127.0.0.1:9\"\nwake_timeout = \"2s\"\n",
+        knot.addr()
+    );
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly,
+        port,
+        ..replay_setup("forward", "")
+    })
+    .await;
 
     let hdrs = "fly-replay-src: instance=x;region=iad;t=1;state=s\r\n\
                 fly-replay-failed: instance=x;app=y;reason=timeout\r\n\
@@ -761,11 +945,24 @@ async fn forward_over_6pn_strips_fly_headers() {
     assert_eq!(resp.status, 200, "{resp:?}\n{}", r.logs());
     let echo = resp.text();
     assert!(echo.contains("start: GET /ws?arg=1 HTTP/1.1"), "{echo}");
-    for h in ["fly-replay-src", "fly-replay-failed", "fly-force-region", "fly-force-instance-id", "fly-prefer-region", "fly-prefer-instance-id"] {
-        assert!(seen_header(&echo, h).is_empty(), "{h} reached the workspace:\n{echo}");
+    for h in [
+        "fly-replay-src",
+        "fly-replay-failed",
+        "fly-force-region",
+        "fly-force-instance-id",
+        "fly-prefer-region",
+        "fly-prefer-instance-id",
+    ] {
+        assert!(
+            seen_header(&echo, h).is_empty(),
+            "{h} reached the workspace:\n{echo}"
+        );
     }
     // Not behind Fly: Fly-Client-IP is not trusted; the peer is appended to the chain.
-    assert_eq!(seen_header(&echo, "x-forwarded-for"), vec!["192.0.2.1, 127.0.0.1"]);
+    assert_eq!(
+        seen_header(&echo, "x-forwarded-for"),
+        vec!["192.0.2.1, 127.0.0.1"]
+    );
     assert_eq!(seen_header(&echo, "x-forwarded-proto"), vec!["http"]);
     assert_eq!(seen_header(&echo, "host"), vec![HOST]);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -777,7 +974,11 @@ async fn forward_over_6pn_strips_fly_headers() {
     assert_eq!(resp.status, 503, "{resp:?}");
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert!(t.elapsed() < BOUND);
-    assert!(r.logs().contains("Machines API unreachable"), "{}", r.logs());
+    assert!(
+        r.logs().contains("Machines API unreachable"),
+        "{}",
+        r.logs()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -832,7 +1033,9 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
 
 fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     use ppp::v2::{Builder, Command as PCommand, Protocol, Version};
-    Builder::with_addresses(Version::Two | PCommand::Proxy, Protocol::Stream, (src, dst)).build().unwrap()
+    Builder::with_addresses(Version::Two | PCommand::Proxy, Protocol::Stream, (src, dst))
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -855,29 +1058,60 @@ async fn proxy_protocol_v2_client_ip_reaches_x_forwarded_for() {
 
     // With a v2 header naming 203.0.113.7, then TLS.
     let mut tcp = TcpStream::connect(https).await.unwrap();
-    tcp.write_all(&proxy_v2("203.0.113.7:51000".parse().unwrap(), "10.0.0.1:443".parse().unwrap())).await.unwrap();
-    let mut tls = tokio::time::timeout(BOUND, tls_connector().connect(name.clone(), tcp)).await.unwrap().expect("TLS after the PROXY header");
+    tcp.write_all(&proxy_v2(
+        "203.0.113.7:51000".parse().unwrap(),
+        "10.0.0.1:443".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut tls = tokio::time::timeout(BOUND, tls_connector().connect(name.clone(), tcp))
+        .await
+        .unwrap()
+        .expect("TLS after the PROXY header");
     let resp = exchange(&mut tls, &get(HOST, "/", "X-Forwarded-For: 192.0.2.66\r\n")).await;
     assert_eq!(resp.status, 200, "{resp:?}\n{}", r.logs());
-    assert_eq!(seen_header(&resp.text(), "x-forwarded-for"), vec!["192.0.2.66, 203.0.113.7"]);
-    assert_eq!(seen_header(&resp.text(), "x-forwarded-proto"), vec!["https"]);
+    assert_eq!(
+        seen_header(&resp.text(), "x-forwarded-for"),
+        vec!["192.0.2.66, 203.0.113.7"]
+    );
+    assert_eq!(
+        seen_header(&resp.text(), "x-forwarded-proto"),
+        vec!["https"]
+    );
 
     // IPv6 client address.
     let mut tcp = TcpStream::connect(https).await.unwrap();
-    tcp.write_all(&proxy_v2("[2001:db8::7]:4000".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap())).await.unwrap();
-    let mut tls = tls_connector().connect(name.clone(), tcp).await.expect("TLS after a v6 PROXY header");
+    tcp.write_all(&proxy_v2(
+        "[2001:db8::7]:4000".parse().unwrap(),
+        "[2001:db8::1]:443".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut tls = tls_connector()
+        .connect(name.clone(), tcp)
+        .await
+        .expect("TLS after a v6 PROXY header");
     let resp = exchange(&mut tls, &get(HOST, "/", "")).await;
-    assert_eq!(seen_header(&resp.text(), "x-forwarded-for"), vec!["2001:db8::7"]);
+    assert_eq!(
+        seen_header(&resp.text(), "x-forwarded-for"),
+        vec!["2001:db8::7"]
+    );
 
     // Without the header: the connection is dropped, no TLS, no answer.
     let tcp = TcpStream::connect(https).await.unwrap();
-    let res = tokio::time::timeout(BOUND, tls_connector().connect(name.clone(), tcp)).await.expect("dropped within the bound");
+    let res = tokio::time::timeout(BOUND, tls_connector().connect(name.clone(), tcp))
+        .await
+        .expect("dropped within the bound");
     assert!(res.is_err(), "TLS succeeded without a PROXY header");
 
     // A v1 (text) header is not accepted either.
     let mut tcp = TcpStream::connect(https).await.unwrap();
-    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n").await.unwrap();
-    let res = tokio::time::timeout(BOUND, tls_connector().connect(name, tcp)).await.expect("dropped within the bound");
+    tcp.write_all(b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n")
+        .await
+        .unwrap();
+    let res = tokio::time::timeout(BOUND, tls_connector().connect(name, tcp))
+        .await
+        .expect("dropped within the bound");
     assert!(res.is_err(), "TLS succeeded after a v1 header");
 }
 
@@ -885,7 +1119,11 @@ async fn proxy_protocol_v2_client_ip_reaches_x_forwarded_for() {
 // Wake: a stopped machine (no AAAA) is started through the Machines API.
 
 fn wake_fly(knot: &Knot, api: &MachinesApi, timeout: &str) -> String {
-    format!("internal_dns = \"{}\"\nmachines_api = \"http://{}\"\nwake_timeout = \"{timeout}\"\n", knot.addr(), api.addr)
+    format!(
+        "internal_dns = \"{}\"\nmachines_api = \"http://{}\"\nwake_timeout = \"{timeout}\"\n",
+        knot.addr(),
+        api.addr
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -894,11 +1132,20 @@ async fn wake_starts_the_machine_once_for_50_concurrent_requests() {
     let api = MachinesApi::start(knot.port).await;
     let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(400), false);
     let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup { routes: &routes, fly: wake_fly(&knot, &api, "20s"), port, token: Some(TOKEN), ..replay_setup("forward", "") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "20s"),
+        port,
+        token: Some(TOKEN),
+        ..replay_setup("forward", "")
+    })
+    .await;
 
     let http = r.http();
     let tasks: Vec<_> = (0..50)
-        .map(|i| tokio::spawn(async move { request(http, &get(HOST, &format!("/req/{i}"), "")).await }))
+        .map(|i| {
+            tokio::spawn(async move { request(http, &get(HOST, &format!("/req/{i}"), "")).await })
+        })
         .collect();
     for t in tasks {
         let resp = t.await.unwrap();
@@ -909,8 +1156,20 @@ async fn wake_starts_the_machine_once_for_50_concurrent_requests() {
     assert_eq!(hits.load(Ordering::SeqCst), 50);
     assert_eq!(api.state_of(MACHINE), Some(State::Started));
     let calls = api.calls();
-    assert_eq!(calls.iter().filter(|c| c.starts_with("POST ") && c.ends_with("/start")).count(), 1, "{calls:?}");
-    assert!(calls.iter().any(|c| c.starts_with(&format!("GET /v1/apps/{APP}/machines/{MACHINE}/wait?state=started&timeout=20"))), "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("POST ") && c.ends_with("/start"))
+            .count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with(&format!(
+            "GET /v1/apps/{APP}/machines/{MACHINE}/wait?state=started&timeout=20"
+        ))),
+        "{calls:?}"
+    );
 
     // Running now: no further API call.
     let before = api.calls().len();
@@ -932,7 +1191,11 @@ async fn wake_starts_the_machine_once_for_50_concurrent_requests() {
         if api.starts() == 2 {
             break;
         }
-        assert!(start.elapsed() < BOUND, "no second start: {:?}", api.calls());
+        assert!(
+            start.elapsed() < BOUND,
+            "no second start: {:?}",
+            api.calls()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -943,13 +1206,24 @@ async fn wake_timeout_answers_503_starting_within_the_bound() {
     let api = MachinesApi::start(knot.port).await;
     let (port, _) = api.add_machine(APP, MACHINE, Duration::from_secs(120), false);
     let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup { routes: &routes, fly: wake_fly(&knot, &api, "1s"), port, token: Some(TOKEN), ..replay_setup("forward", "") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "1s"),
+        port,
+        token: Some(TOKEN),
+        ..replay_setup("forward", "")
+    })
+    .await;
     let t = Instant::now();
     let resp = request(r.http(), &get(HOST, "/", "Accept: application/json\r\n")).await;
     assert_eq!(resp.status, 503, "{resp:?}\n{}", r.logs());
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert!(resp.text().contains("starting"), "{}", resp.text());
-    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(api.starts(), 1);
     assert_eq!(api.state_of(MACHINE), Some(State::Starting));
 }
@@ -959,13 +1233,25 @@ async fn wake_api_errors_get_clear_answers() {
     let knot = Knot::start().await;
     let api = MachinesApi::start(knot.port).await;
     let (port, _) = api.add_machine(APP, MACHINE, Duration::from_millis(100), false);
-    api.add_machine("hubify-workspace-carol", "c0ffee", Duration::from_millis(100), true);
+    api.add_machine(
+        "hubify-workspace-carol",
+        "c0ffee",
+        Duration::from_millis(100),
+        true,
+    );
     let routes = static_route("alice", APP, MACHINE)
         + &static_route("bob", "hubify-workspace-bob", "0b0b")
         + &static_route("carol", "hubify-workspace-carol", "c0ffee");
 
     // 401: the router's token is wrong.
-    let r = Router::start(Setup { routes: &routes, fly: wake_fly(&knot, &api, "5s"), port, token: Some("wrong-token"), ..replay_setup("forward", "") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "5s"),
+        port,
+        token: Some("wrong-token"),
+        ..replay_setup("forward", "")
+    })
+    .await;
     let resp = request(r.http(), &get(HOST, "/", "")).await;
     assert_eq!(resp.status, 502, "{resp:?}");
     assert!(resp.text().contains("token was refused"), "{}", resp.text());
@@ -973,17 +1259,32 @@ async fn wake_api_errors_get_clear_answers() {
     assert_eq!(api.state_of(MACHINE), Some(State::Stopped));
     drop(r);
 
-    let r = Router::start(Setup { routes: &routes, fly: wake_fly(&knot, &api, "5s"), port, token: Some(TOKEN), ..replay_setup("forward", "") }).await;
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "5s"),
+        port,
+        token: Some(TOKEN),
+        ..replay_setup("forward", "")
+    })
+    .await;
     // 404: the route names a machine the API does not know.
     let resp = request(r.http(), &get("bob.hubify.test", "/", "")).await;
     assert_eq!(resp.status, 502, "{resp:?}");
-    assert!(resp.text().contains("machine was not found"), "{}", resp.text());
+    assert!(
+        resp.text().contains("machine was not found"),
+        "{}",
+        resp.text()
+    );
     assert!(r.logs().contains("machine not found"), "{}", r.logs());
     // 500: the API fails.
     let resp = request(r.http(), &get("carol.hubify.test", "/", "")).await;
     assert_eq!(resp.status, 503, "{resp:?}");
     assert_eq!(resp.header("retry-after"), Some("5"));
-    assert!(resp.text().contains("could not be started"), "{}", resp.text());
+    assert!(
+        resp.text().contains("could not be started"),
+        "{}",
+        resp.text()
+    );
     assert!(r.logs().contains("status=500"), "{}", r.logs());
     // And the healthy machine still wakes with the right token.
     let resp = request(r.http(), &get(HOST, "/", "")).await;
