@@ -3,7 +3,7 @@
 # example configurations under /etc/hubify-edge.
 #
 #   docker build -t hubify-edge .
-#   docker run --rm hubify-edge --config /etc/hubify-edge/fly-forward.toml check
+#   docker run --rm hubify-edge hubify-edge --config /etc/hubify-edge/fly-forward.toml check
 
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
@@ -18,7 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates tini \
+ && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data --create-home hubify
 COPY --from=builder /usr/local/bin/hubify-edge /usr/local/bin/hubify-edge
@@ -28,5 +28,5 @@ RUN hubify-edge --config /etc/hubify-edge/fly-forward.toml check \
 USER hubify
 WORKDIR /data
 EXPOSE 8443 8080 9091
-ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/hubify-edge"]
-CMD ["--config", "/etc/hubify-edge/fly-forward.toml", "run"]
+# Fly's [processes] command replaces this CMD (on Fly, its init is PID 1 and forwards signals).
+CMD ["hubify-edge", "--config", "/etc/hubify-edge/fly-forward.toml", "run"]
