@@ -213,6 +213,14 @@ impl EdgeProxy {
                     .await;
             }
         };
+        // Fly keeps its own copy of the body to replay; reading ours (< 1 MiB, decided before)
+        // keeps the connection from Fly's edge reusable. A failure only costs the keep-alive.
+        if !session.is_body_empty() {
+            session.set_total_drain_timeout(Some(self.shared.config.upstream.read_timeout));
+            if let Err(e) = session.drain_request_body().await {
+                tracing::debug!(error = %e, "request body not drained before the replay");
+            }
+        }
         let mut resp = ResponseHeader::build(307, Some(5))?;
         resp.insert_header(CONTENT_LENGTH, "0")?;
         resp.insert_header("fly-replay", value.as_str())?;

@@ -766,6 +766,17 @@ async fn replay_answers_307_with_exact_fly_replay_header() {
     );
     let resp = request(r.http(), post.as_bytes()).await;
     assert_eq!(resp.status, 307);
+    // Fly's edge keeps connections to the router alive: a replayed request with a body must
+    // leave the connection usable for the next one.
+    let mut s = TcpStream::connect(r.http()).await.unwrap();
+    let keep = format!("POST /api HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello");
+    for _ in 0..3 {
+        let resp = exchange(&mut s, keep.as_bytes()).await;
+        assert_eq!(resp.status, 307, "{resp:?}");
+        let next = format!("GET /next HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let resp = exchange(&mut s, next.as_bytes()).await;
+        assert_eq!(resp.status, 307, "{resp:?}");
+    }
     // A workspace that does not exist is still a 404 page, never a replay.
     let resp = request(r.http(), &get("bob.hubify.test", "/", "")).await;
     assert_eq!(resp.status, 404);
