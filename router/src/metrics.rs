@@ -176,6 +176,22 @@ label_enum! {
         BadRoute => "bad_route",
         /// Proxying failed (502/504/…), or the request failed before a decision.
         Error => "error",
+        /// Not replayable: the body may exceed Fly's 1 MiB replay limit (413).
+        TooLarge => "too_large",
+        /// Already replayed once (`fly-replay-src`): refused to avoid a loop (508).
+        Loop => "loop",
+        /// Fly's edge gave the replay back (`fly-replay-failed`): 503.
+        ReplayFailed => "replay_failed",
+        /// A stopped machine is being started; the request waited too long (503).
+        Starting => "starting",
+        /// 6PN DNS did not answer (503).
+        DnsError => "dns_error",
+        /// The Machines API refused the token (502).
+        WakeUnauthorized => "wake_unauthorized",
+        /// The route names a machine the Machines API does not know (502).
+        MachineNotFound => "machine_not_found",
+        /// The Machines API failed otherwise (503).
+        WakeFailed => "wake_failed",
         /// An outcome name this module does not know yet (kept bounded).
         Other => "other",
     }
