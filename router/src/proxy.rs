@@ -306,29 +306,14 @@ impl ProxyHttp for EdgeProxy {
 
         let raw_host = match request_host(session.req_header()) {
             Ok(Some(h)) => h,
-            Ok(None) => {
+            missing_or_bad => {
+                let detail = match missing_or_bad {
+                    Ok(_) => "The request has no Host.",
+                    Err(()) => "The Host header is malformed or repeated.",
+                };
                 return self
-                    .respond(
-                        session,
-                        ctx,
-                        400,
-                        "bad_request",
-                        "The request has no Host.",
-                        &[],
-                    )
-                    .await
-            }
-            Err(()) => {
-                return self
-                    .respond(
-                        session,
-                        ctx,
-                        400,
-                        "bad_request",
-                        "The Host header is malformed or repeated.",
-                        &[],
-                    )
-                    .await
+                    .respond(session, ctx, 400, "bad_request", detail, &[])
+                    .await;
             }
         };
         let Some(host) = normalize_host(raw_host) else {
