@@ -27,6 +27,8 @@ pub enum StartError {
     AcmeUnavailable,
     #[error("listener setup: {0}")]
     Listener(String),
+    #[error("route store: {0}")]
+    Routes(#[from] crate::routes::redis::RedisStoreError),
 }
 
 fn whole_seconds(d: Duration) -> u64 {
@@ -88,7 +90,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         Some(_) => Some(certificates(&config)?),
         None => None,
     };
-    let routes = RouteStore::from_config(&config);
+    let routes = RouteStore::from_config(&config)?;
     let listeners = config.listeners.clone();
     let ops_addr = config.ops;
     let shared = Arc::new(Shared { config, routes });
