@@ -192,11 +192,9 @@ impl CachedStore {
 
     /// Every entry cached so far needs a re-read before it is served fresh again (invalidations
     /// may have been lost).
+    /// Reads in flight finish as they are: they recorded the epoch they started in, so what they
+    /// cache is itself marked as needing revalidation.
     pub fn revalidate_all(&self) {
-        let flights = self.flights.lock();
-        for flight in flights.values() {
-            flight.invalidated.store(true, Relaxed);
-        }
         self.cache.bump_epoch();
     }
 
@@ -293,6 +291,8 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Semaphore;
 
+    const GATE_PERMITS: u32 = 1 << 20;
+
     /// An in-memory source: answers from a map, counts reads, can be gated, failed or hung.
     struct Fake {
         records: Mutex<HashMap<String, Fetched>>,
@@ -307,7 +307,7 @@ mod tests {
             Arc::new(Fake {
                 records: Mutex::new(HashMap::new()),
                 reads: AtomicUsize::new(0),
-                gate: Semaphore::new(Semaphore::MAX_PERMITS),
+                gate: Semaphore::new(GATE_PERMITS as usize),
                 fail: AtomicBool::new(false),
                 hang: AtomicBool::new(false),
             })
@@ -373,8 +373,7 @@ mod tests {
         fake.set("alice", "127.0.0.1");
         let (s, m) = store(&fake, 100);
         // Hold the read until every lookup is waiting on it.
-        let all = fake.gate.available_permits();
-        let held = fake.gate.acquire_many(all as u32).await.expect("permits");
+        let held = fake.gate.acquire_many(GATE_PERMITS).await.expect("permits");
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let s = s.clone();
@@ -477,8 +476,7 @@ mod tests {
         assert_eq!(fake.reads(), 2);
 
         // A change published while a read is in flight: that read is not trusted.
-        let all = fake.gate.available_permits();
-        let held = fake.gate.acquire_many(all as u32).await.expect("permits");
+        let held = fake.gate.acquire_many(GATE_PERMITS).await.expect("permits");
         s.invalidate("alice");
         let t = {
             let s = s.clone();
