@@ -198,7 +198,10 @@ fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitC
             }
             RoutesCommand::Get { label } => admin.get(&label).await.map(|record| match record {
                 None => {
-                    eprintln!("hubify-edge routes get: no route for {label:?} (key {})", admin.key(&label));
+                    eprintln!(
+                        "hubify-edge routes get: no route for {label:?} (key {})",
+                        admin.key(&label)
+                    );
                     ExitCode::from(1)
                 }
                 Some(record) => {
@@ -227,7 +230,9 @@ fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitC
                     println!("{label}");
                 }
                 for key in odd {
-                    eprintln!("hubify-edge routes list: skipping key {key:?}: the rest is not a label");
+                    eprintln!(
+                        "hubify-edge routes list: skipping key {key:?}: the rest is not a label"
+                    );
                 }
                 ExitCode::SUCCESS
             }),

@@ -68,16 +68,56 @@ impl RouteCacheMetrics {
     /// Appends the text exposition of these metrics.
     pub fn render_into(&self, out: &mut String) {
         let counters: [(&str, &AtomicU64, &str); 10] = [
-            ("hits", &self.hits, "Route lookups answered from a fresh cache entry."),
-            ("misses", &self.misses, "Route lookups with nothing usable cached."),
-            ("revalidations", &self.revalidations, "Route lookups that re-read an expired or suspect entry."),
-            ("stale_served", &self.stale_served, "Routes served past their TTL because the store failed."),
-            ("unavailable", &self.unavailable, "Route lookups answered unavailable (503)."),
-            ("fetches", &self.fetches, "Route store reads (one per single-flight)."),
-            ("fetch_errors", &self.fetch_errors, "Route store reads that failed or timed out."),
-            ("evictions", &self.evictions, "Route cache entries evicted for capacity."),
-            ("invalidations", &self.invalidations, "Route invalidation events received."),
-            ("resubscribes", &self.resubscribes, "Route event (re)subscriptions."),
+            (
+                "hits",
+                &self.hits,
+                "Route lookups answered from a fresh cache entry.",
+            ),
+            (
+                "misses",
+                &self.misses,
+                "Route lookups with nothing usable cached.",
+            ),
+            (
+                "revalidations",
+                &self.revalidations,
+                "Route lookups that re-read an expired or suspect entry.",
+            ),
+            (
+                "stale_served",
+                &self.stale_served,
+                "Routes served past their TTL because the store failed.",
+            ),
+            (
+                "unavailable",
+                &self.unavailable,
+                "Route lookups answered unavailable (503).",
+            ),
+            (
+                "fetches",
+                &self.fetches,
+                "Route store reads (one per single-flight).",
+            ),
+            (
+                "fetch_errors",
+                &self.fetch_errors,
+                "Route store reads that failed or timed out.",
+            ),
+            (
+                "evictions",
+                &self.evictions,
+                "Route cache entries evicted for capacity.",
+            ),
+            (
+                "invalidations",
+                &self.invalidations,
+                "Route invalidation events received.",
+            ),
+            (
+                "resubscribes",
+                &self.resubscribes,
+                "Route event (re)subscriptions.",
+            ),
         ];
         for (name, v, help) in counters {
             let _ = writeln!(out, "# HELP hubify_route_cache_{name}_total {help}");
@@ -87,8 +127,16 @@ impl RouteCacheMetrics {
         let gauges: [(&str, &AtomicI64, &str); 4] = [
             ("entries", &self.entries, "Route cache entries."),
             ("capacity", &self.capacity, "Route cache capacity."),
-            ("subscribed", &self.subscribed, "1 while the route event subscription is up."),
-            ("connected", &self.connected, "1 while the route store connection is up."),
+            (
+                "subscribed",
+                &self.subscribed,
+                "1 while the route event subscription is up.",
+            ),
+            (
+                "connected",
+                &self.connected,
+                "1 while the route store connection is up.",
+            ),
         ];
         for (name, v, help) in gauges {
             let _ = writeln!(out, "# HELP hubify_route_cache_{name} {help}");
@@ -120,7 +168,10 @@ mod tests {
         let mut s = String::new();
         m.render_into(&mut s);
         assert!(s.contains("hubify_route_cache_hits_total 3\n"), "{s}");
-        assert!(s.contains("# TYPE hubify_route_cache_entries gauge\n"), "{s}");
+        assert!(
+            s.contains("# TYPE hubify_route_cache_entries gauge\n"),
+            "{s}"
+        );
         assert!(s.contains("hubify_route_cache_entries 7\n"), "{s}");
     }
 }

@@ -52,7 +52,16 @@ impl RedisServer {
 
     fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,13 +72,17 @@ impl RedisServer {
             port,
             child: Some(child),
         };
-        eventually("redis-server to answer PING", Duration::from_secs(10), || {
-            if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited at start: {status}");
-            }
-            let mut c = server.try_conn()?;
-            redis::cmd("PING").query::<String>(&mut c).ok()
-        });
+        eventually(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+                    panic!("redis-server exited at start: {status}");
+                }
+                let mut c = server.try_conn()?;
+                redis::cmd("PING").query::<String>(&mut c).ok()
+            },
+        );
         server
     }
 
@@ -87,7 +100,8 @@ impl RedisServer {
     }
 
     fn conn(&self) -> redis::Connection {
-        self.try_conn().expect("a connection to the test redis-server")
+        self.try_conn()
+            .expect("a connection to the test redis-server")
     }
 
     fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
@@ -133,7 +147,10 @@ fn upstreams() -> u16 {
             continue;
         };
         let port = first.local_addr().unwrap().port();
-        let Ok(second) = TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port)) else {
+        let Ok(second) = TcpListener::bind(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+            port,
+        )) else {
             continue;
         };
         serve(first, "one");
@@ -459,7 +476,19 @@ fn set_change_delete_follow_redis_at_once() {
     let cfg = router.config();
 
     assert_eq!(router.answer("alice"), "404", "no route yet");
-    cli_ok(&cfg, &["set", "alice", "--app", "hubify-ws-alice", "--machine", "m1", "--address", "127.0.0.1"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "hubify-ws-alice",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
     // Cached now: a second request does not read Redis.
@@ -467,14 +496,31 @@ fn set_change_delete_follow_redis_at_once() {
     assert_eq!(router.answer("alice"), "one");
     assert_eq!(redis.calls("hgetall"), reads, "a cache hit reads nothing");
 
-    cli_ok(&cfg, &["set", "alice", "--app", "hubify-ws-alice", "--machine", "m2", "--address", "127.0.0.2"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "hubify-ws-alice",
+            "--machine",
+            "m2",
+            "--address",
+            "127.0.0.2",
+        ],
+    );
     let took = router.wait_answer("alice", "two", BOUND);
     println!("changed route served after {took:?} (cache_ttl = 1h)");
 
     cli_ok(&cfg, &["delete", "alice"]);
     let took = router.wait_answer("alice", "404", BOUND);
     println!("deleted route answered 404 after {took:?}");
-    assert!(router.metric("hubify_route_cache_invalidations_total").unwrap() >= 2.0);
+    assert!(
+        router
+            .metric("hubify_route_cache_invalidations_total")
+            .unwrap()
+            >= 2.0
+    );
 }
 
 /// 500 concurrent first requests for one label cause exactly one Redis read. The router talks
@@ -486,7 +532,16 @@ fn single_flight_500_requests_one_redis_read() {
     let gate = Gate::start(redis.port);
     let up = upstreams();
     let router = Router::start(&gate.url(), up, "command_timeout = \"20s\"", "");
-    let _: i64 = redis.cmd(&["HSET", "hubify:route:burst", "app", "a", "machine_id", "m1", "address", "127.0.0.1"]);
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:burst",
+        "app",
+        "a",
+        "machine_id",
+        "m1",
+        "address",
+        "127.0.0.1",
+    ]);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
     router.wait_metric("hubify_route_cache_connected", BOUND, |v| v == 1.0);
     let misses_before = router.metric("hubify_route_cache_misses_total").unwrap();
@@ -509,9 +564,11 @@ fn single_flight_500_requests_one_redis_read() {
         })
         .collect();
     // Every request is waiting on the store before Redis gets the read.
-    router.wait_metric("hubify_route_cache_misses_total", Duration::from_secs(15), |v| {
-        v >= misses_before + N as f64
-    });
+    router.wait_metric(
+        "hubify_route_cache_misses_total",
+        Duration::from_secs(15),
+        |v| v >= misses_before + N as f64,
+    );
     assert_eq!(router.metric("hubify_route_cache_fetches_total"), Some(1.0));
     gate.open();
     for t in threads {
@@ -521,7 +578,11 @@ fn single_flight_500_requests_one_redis_read() {
             None => panic!("a request got no response"),
         }
     }
-    assert_eq!(redis.calls("hgetall"), 1, "exactly one Redis read for {N} requests");
+    assert_eq!(
+        redis.calls("hgetall"),
+        1,
+        "exactly one Redis read for {N} requests"
+    );
     assert_eq!(router.metric("hubify_route_cache_fetches_total"), Some(1.0));
     assert_eq!(router.metric("hubify_route_cache_hits_total"), Some(0.0));
 }
@@ -536,13 +597,29 @@ fn redis_outage_serves_stale_and_recovers() {
     let up = upstreams();
     let router = Router::start(&redis.url(), up, "", "");
     let cfg = router.config();
-    cli_ok(&cfg, &["set", "alice", "--app", "a", "--machine", "m1", "--address", "127.0.0.1"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "a",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
 
     redis.kill();
     for _ in 0..5 {
-        assert_eq!(router.answer("alice"), "one", "cached route served while Redis is down");
+        assert_eq!(
+            router.answer("alice"),
+            "one",
+            "cached route served while Redis is down"
+        );
     }
     for _ in 0..3 {
         let start = Instant::now();
@@ -550,19 +627,91 @@ fn redis_outage_serves_stale_and_recovers() {
         let took = start.elapsed();
         assert_eq!(r.status, 503, "{}", r.body);
         assert!(r.header("retry-after").is_some(), "503 carries Retry-After");
-        assert!(took < Duration::from_secs(2), "an unknown label answered in {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "an unknown label answered in {took:?}"
+        );
         println!("unknown label while Redis is down: 503 in {took:?}");
     }
-    assert!(router.metric("hubify_route_cache_stale_served_total").unwrap() >= 1.0);
+    assert!(
+        router
+            .metric("hubify_route_cache_stale_served_total")
+            .unwrap()
+            >= 1.0
+    );
     assert_eq!(router.answer("alice"), "one");
 
     let redis = RedisServer::start_on(port);
-    cli_ok(&cfg, &["set", "bob", "--app", "b", "--machine", "m2", "--address", "127.0.0.2"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "bob",
+            "--app",
+            "b",
+            "--machine",
+            "m2",
+            "--address",
+            "127.0.0.2",
+        ],
+    );
     let took = router.wait_answer("bob", "two", Duration::from_secs(15));
     println!("fresh lookup works {took:?} after Redis came back");
     // alice is not in the new Redis: once revalidated it is gone.
     router.wait_answer("alice", "404", Duration::from_secs(15));
     drop(redis);
+}
+
+/// Redis that does not answer (its commands held): unknown labels get 503 within a bound (the
+/// 50 ms command timeout, not seconds), cached routes keep serving, and recovery is automatic.
+#[test]
+fn unresponsive_redis_is_bounded() {
+    let redis = RedisServer::start();
+    let gate = Gate::start(redis.port);
+    let up = upstreams();
+    let router = Router::start(&gate.url(), up, "", "");
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:alice",
+        "app",
+        "a",
+        "machine_id",
+        "m1",
+        "address",
+        "127.0.0.1",
+    ]);
+    router.wait_answer("alice", "one", BOUND);
+
+    gate.close();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let r = router.get("bob").expect("a response while Redis hangs");
+        let took = start.elapsed();
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.header("retry-after").is_some());
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+        println!("unknown label while Redis hangs: 503 in {took:?}");
+        assert_eq!(router.answer("alice"), "one");
+    }
+    assert!(
+        router
+            .metric("hubify_route_cache_fetch_errors_total")
+            .unwrap()
+            >= 5.0
+    );
+
+    gate.open();
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:bob",
+        "app",
+        "b",
+        "machine_id",
+        "m2",
+        "address",
+        "127.0.0.2",
+    ]);
+    router.wait_answer("bob", "two", Duration::from_secs(15));
 }
 
 /// The pub/sub connection killed: the router resubscribes and later changes invalidate again.
@@ -572,10 +721,24 @@ fn pubsub_killed_invalidations_resume() {
     let up = upstreams();
     let router = Router::start(&redis.url(), up, "", "");
     let cfg = router.config();
-    cli_ok(&cfg, &["set", "alice", "--app", "a", "--machine", "m1", "--address", "127.0.0.1"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "a",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
-    let subs = router.metric("hubify_route_cache_resubscribes_total").unwrap();
+    let subs = router
+        .metric("hubify_route_cache_resubscribes_total")
+        .unwrap();
 
     let killed: i64 = redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert!(killed >= 1, "the router's subscription was killed");
@@ -585,9 +748,25 @@ fn pubsub_killed_invalidations_resume() {
     router.wait_answer("alice", "one", BOUND);
     let reads = redis.calls("hgetall");
     assert_eq!(router.answer("alice"), "one");
-    assert_eq!(redis.calls("hgetall"), reads, "fresh again: served from the cache");
+    assert_eq!(
+        redis.calls("hgetall"),
+        reads,
+        "fresh again: served from the cache"
+    );
 
-    let out = cli_ok(&cfg, &["set", "alice", "--app", "a", "--machine", "m2", "--address", "127.0.0.2"]);
+    let out = cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "a",
+            "--machine",
+            "m2",
+            "--address",
+            "127.0.0.2",
+        ],
+    );
     assert!(out.contains("published to 1 subscriber"), "{out}");
     let took = router.wait_answer("alice", "two", BOUND);
     println!("change after the pub/sub kill served after {took:?}");
@@ -601,7 +780,14 @@ fn malformed_record_is_502_and_junk_never_reaches_redis() {
     let up = upstreams();
     let router = Router::start(&redis.url(), up, "", "");
     let cfg = router.config();
-    let _: i64 = redis.cmd(&["HSET", "hubify:route:broken", "app", "Bad App", "machine_id", "m1"]);
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:broken",
+        "app",
+        "Bad App",
+        "machine_id",
+        "m1",
+    ]);
     let _: String = redis.cmd(&["SET", "hubify:route:flat", "not a hash"]);
     let _: i64 = redis.cmd(&["HSET", "hubify:route:noaddr", "address", "300.1.2.3"]);
 
@@ -611,14 +797,32 @@ fn malformed_record_is_502_and_junk_never_reaches_redis() {
     }
     let log = eventually("log lines naming the keys", BOUND, || {
         let log = router.log();
-        ["hubify:route:broken", "field `app`", "hubify:route:flat", "hubify:route:noaddr", "field `address`"]
-            .iter()
-            .all(|s| log.contains(s))
-            .then_some(log)
+        [
+            "hubify:route:broken",
+            "field `app`",
+            "hubify:route:flat",
+            "hubify:route:noaddr",
+            "field `address`",
+        ]
+        .iter()
+        .all(|s| log.contains(s))
+        .then_some(log)
     });
     assert!(!log.contains("panicked"), "{log}");
 
-    cli_ok(&cfg, &["set", "broken", "--app", "good-app", "--machine", "m1", "--address", "127.0.0.1"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "broken",
+            "--app",
+            "good-app",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
     router.wait_answer("broken", "one", BOUND);
 
     let _: String = redis.cmd(&["CONFIG", "RESETSTAT"]);
@@ -644,14 +848,26 @@ fn capacity_bound_respected() {
     let router = Router::start(&redis.url(), up, "", "cache_capacity = 8");
     assert_eq!(router.metric("hubify_route_cache_capacity"), Some(8.0));
     for i in 0..30 {
-        let _: i64 = redis.cmd(&["HSET", &format!("hubify:route:w{i}"), "app", "a", "machine_id", "m1", "address", "127.0.0.1"]);
+        let _: i64 = redis.cmd(&[
+            "HSET",
+            &format!("hubify:route:w{i}"),
+            "app",
+            "a",
+            "machine_id",
+            "m1",
+            "address",
+            "127.0.0.1",
+        ]);
     }
     for pass in 0..2 {
         for i in 0..30 {
             let label = format!("w{i}");
             router.wait_answer(&label, "one", BOUND);
             let entries = router.metric("hubify_route_cache_entries").unwrap();
-            assert!(entries <= 8.0, "pass {pass}: {entries} entries with capacity 8");
+            assert!(
+                entries <= 8.0,
+                "pass {pass}: {entries} entries with capacity 8"
+            );
         }
     }
     let evictions = router.metric("hubify_route_cache_evictions_total").unwrap();
@@ -685,26 +901,67 @@ fn routes_cli_round_trip() {
         ps.subscribe("hx:route-events").unwrap();
         ready_tx.send(()).unwrap();
         while let Ok(msg) = ps.get_message() {
-            if tx.send(msg.get_payload::<String>().unwrap_or_default()).is_err() {
+            if tx
+                .send(msg.get_payload::<String>().unwrap_or_default())
+                .is_err()
+            {
                 return;
             }
         }
     });
     ready.recv_timeout(BOUND).expect("subscriber ready");
-    let next_event = || events.recv_timeout(BOUND).expect("an event on hx:route-events");
+    let next_event = || {
+        events
+            .recv_timeout(BOUND)
+            .expect("an event on hx:route-events")
+    };
 
-    let out = cli_ok(&cfg, &["set", "alice", "--app", "hubify-ws-alice", "--machine", "m1", "--region", "iad", "--address", "127.0.0.1"]);
+    let out = cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "hubify-ws-alice",
+            "--machine",
+            "m1",
+            "--region",
+            "iad",
+            "--address",
+            "127.0.0.1",
+        ],
+    );
     assert!(out.contains("set hx:route:alice"), "{out}");
     assert!(out.contains("published to 1 subscriber"), "{out}");
     assert_eq!(next_event(), "alice");
 
     // Invalid input: refused before Redis, naming the flag; nothing written, nothing published.
-    let out = cli(&cfg, &["set", "carol", "--app", "a", "--machine", "m1", "--address", "nope"]);
+    let out = cli(
+        &cfg,
+        &[
+            "set",
+            "carol",
+            "--app",
+            "a",
+            "--machine",
+            "m1",
+            "--address",
+            "nope",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--address"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--address"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cli(&cfg, &["set", "Carol", "--app", "a", "--machine", "m1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a workspace label"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a workspace label"),
+        "{}",
+        text(&out.stderr)
+    );
     let exists: i64 = redis.cmd(&["EXISTS", "hx:route:carol"]);
     assert_eq!(exists, 0);
 
@@ -712,11 +969,27 @@ fn routes_cli_round_trip() {
     assert_eq!(next_event(), "bob", "the refused sets published nothing");
 
     let got = cli_ok(&cfg, &["get", "alice"]);
-    assert_eq!(got, "app=hubify-ws-alice\nmachine_id=m1\nregion=iad\naddress=127.0.0.1\n");
+    assert_eq!(
+        got,
+        "app=hubify-ws-alice\nmachine_id=m1\nregion=iad\naddress=127.0.0.1\n"
+    );
     // A set replaces the whole record: the old region and address are gone.
-    cli_ok(&cfg, &["set", "alice", "--app", "hubify-ws-alice", "--machine", "m9"]);
+    cli_ok(
+        &cfg,
+        &[
+            "set",
+            "alice",
+            "--app",
+            "hubify-ws-alice",
+            "--machine",
+            "m9",
+        ],
+    );
     assert_eq!(next_event(), "alice");
-    assert_eq!(cli_ok(&cfg, &["get", "alice"]), "app=hubify-ws-alice\nmachine_id=m9\n");
+    assert_eq!(
+        cli_ok(&cfg, &["get", "alice"]),
+        "app=hubify-ws-alice\nmachine_id=m9\n"
+    );
     let kind: String = redis.cmd(&["TYPE", "hx:route:alice"]);
     assert_eq!(kind, "hash");
 
@@ -726,34 +999,58 @@ fn routes_cli_round_trip() {
     let out = cli(&cfg, &["list"]);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), "alice\nbob\n");
-    assert!(text(&out.stderr).contains("hx:route:Not_A_Label"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hx:route:Not_A_Label"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = cli_ok(&cfg, &["delete", "alice"]);
     assert!(out.contains("deleted hx:route:alice"), "{out}");
     assert_eq!(next_event(), "alice");
     let out = cli(&cfg, &["get", "alice"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no route for \"alice\""), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no route for \"alice\""),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(cli_ok(&cfg, &["list"]), "bob\n");
 
     // A malformed record: get prints it and says what is wrong.
     let _: i64 = redis.cmd(&["HSET", "hx:route:bad", "app", "a", "machine_id", "M!"]);
     let out = cli(&cfg, &["get", "bad"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("hx:route:bad: field `machine_id`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("hx:route:bad: field `machine_id`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // No [redis] section: a clear error.
     let bare = dir.path().join("bare.toml");
-    std::fs::write(&bare, format!("domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n")).unwrap();
+    std::fs::write(
+        &bare,
+        format!("domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n"),
+    )
+    .unwrap();
     let out = cli(&bare, &["list"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no [redis] section"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no [redis] section"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Redis unreachable: a clear error, not a hang.
     drop(redis);
     let start = Instant::now();
     let out = cli(&cfg, &["list"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot connect to Redis"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot connect to Redis"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(start.elapsed() < Duration::from_secs(10));
 }

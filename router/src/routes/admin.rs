@@ -11,7 +11,9 @@ use ::redis::AsyncConnectionConfig;
 use hubify_edge_config::{is_valid_label, Redis as RedisConfig, Route};
 
 use crate::routes::cached::Fetched;
-use crate::routes::redis::{client, events_channel, parse_record, route_key, route_key_pattern, FIELDS};
+use crate::routes::redis::{
+    client, events_channel, parse_record, route_key, route_key_pattern, FIELDS,
+};
 
 /// Why a `routes` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +215,8 @@ impl Admin {
             .cmd("PUBLISH")
             .arg(events_channel(&self.prefix))
             .arg(label);
-        let (deleted, receivers): (i64, i64) = bounded(self.timeout, pipe.query_async(&mut self.conn)).await?;
+        let (deleted, receivers): (i64, i64) =
+            bounded(self.timeout, pipe.query_async(&mut self.conn)).await?;
         Ok((deleted > 0, receivers))
     }
 
@@ -227,8 +230,13 @@ impl Admin {
         let mut cursor: u64 = 0;
         loop {
             let mut cmd = ::redis::cmd("SCAN");
-            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = bounded(self.timeout, cmd.query_async(&mut self.conn)).await?;
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                bounded(self.timeout, cmd.query_async(&mut self.conn)).await?;
             for key in keys {
                 let key = String::from_utf8_lossy(&key).into_owned();
                 match key.strip_prefix(&strip) {

@@ -126,9 +126,10 @@ impl RouteCache {
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
-        metrics
-            .capacity
-            .store(i64::try_from(shards * per_shard).unwrap_or(i64::MAX), Ordering::Relaxed);
+        metrics.capacity.store(
+            i64::try_from(shards * per_shard).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         RouteCache {
             shards: shards_vec,
             shard_bits: shards.trailing_zeros(),
@@ -248,7 +249,13 @@ impl RouteCache {
 
     /// Drops the entry of `label`; true when there was one.
     pub fn remove(&self, label: &str) -> bool {
-        let removed = self.shard(label).inner.write().map.swap_remove(label).is_some();
+        let removed = self
+            .shard(label)
+            .inner
+            .write()
+            .map
+            .swap_remove(label)
+            .is_some();
         if removed {
             self.metrics.entries.fetch_sub(1, Ordering::Relaxed);
         }
@@ -324,8 +331,14 @@ mod tests {
         let t0 = Instant::now();
         let r = route("127.0.0.1");
         c.insert("a", Cached::Found(r.clone()), t0, c.epoch());
-        assert_eq!(c.probe("a", t0 + Duration::from_secs(8)), Probe::Hit(Lookup::Found(r.clone())));
-        assert_eq!(c.probe("a", t0 + Duration::from_secs(12)), Probe::Stale(r.clone()));
+        assert_eq!(
+            c.probe("a", t0 + Duration::from_secs(8)),
+            Probe::Hit(Lookup::Found(r.clone()))
+        );
+        assert_eq!(
+            c.probe("a", t0 + Duration::from_secs(12)),
+            Probe::Stale(r.clone())
+        );
         c.note_error("a", t0 + Duration::from_secs(12), Duration::from_secs(1));
         assert_eq!(
             c.probe("a", t0 + Duration::from_millis(12_500)),
@@ -340,9 +353,20 @@ mod tests {
         let c = cache(10);
         let t0 = Instant::now();
         c.insert("gone", Cached::NotFound, t0, c.epoch());
-        assert_eq!(c.probe("gone", t0 + Duration::from_millis(1700)), Probe::Hit(Lookup::NotFound));
-        assert_eq!(c.probe("gone", t0 + Duration::from_millis(2300)), Probe::Miss);
-        c.insert("bad", Cached::Invalid("k: field `app`".into()), t0, c.epoch());
+        assert_eq!(
+            c.probe("gone", t0 + Duration::from_millis(1700)),
+            Probe::Hit(Lookup::NotFound)
+        );
+        assert_eq!(
+            c.probe("gone", t0 + Duration::from_millis(2300)),
+            Probe::Miss
+        );
+        c.insert(
+            "bad",
+            Cached::Invalid("k: field `app`".into()),
+            t0,
+            c.epoch(),
+        );
         assert_eq!(
             c.probe("bad", t0),
             Probe::Hit(Lookup::Invalid("k: field `app`".into()))

@@ -147,11 +147,15 @@ impl CachedStore {
 
     /// Waits on the read of `label` in flight, starting it if there is none.
     async fn join_flight(self: &Arc<Self>, label: &str) -> Outcome {
-        let mut rx = {
+        let (mut rx, start) = {
             let mut flights = self.flights.lock();
             match flights.get(label) {
-                Some(flight) => flight.tx.subscribe(),
+                Some(flight) => (flight.tx.subscribe(), None),
                 None => {
+                    // A flight that just finished cached its answer before leaving the map.
+                    if let Probe::Hit(answer) = self.cache.probe(label, now()) {
+                        return Outcome::Answer(answer);
+                    }
                     let (tx, rx) = watch::channel(None);
                     let flight = Arc::new(Flight {
                         tx,
@@ -164,11 +168,15 @@ impl CachedStore {
                         flight,
                         done: false,
                     };
-                    self.spawner.spawn(guard.run());
-                    rx
+                    (rx, Some(guard))
                 }
             }
         };
+        // Spawned outside the lock: a runtime that is shut down drops the task at once, and the
+        // guard's drop takes the lock.
+        if let Some(guard) = start {
+            self.spawner.spawn(guard.run());
+        }
         // The flight bounds its read by `fetch_timeout`; this outer bound only guards against a
         // runtime that stopped running it.
         let bound = self.fetch_timeout * 2 + Duration::from_millis(500);
@@ -221,10 +229,13 @@ impl FlightGuard {
             attempt += 1;
             let epoch = store.cache.epoch();
             store.metrics.fetches.fetch_add(1, Relaxed);
-            let result = match tokio::time::timeout(store.fetch_timeout, store.source.fetch(&self.label)).await {
-                Ok(r) => r,
-                Err(_) => Err(FetchError::Timeout),
-            };
+            let result =
+                match tokio::time::timeout(store.fetch_timeout, store.source.fetch(&self.label))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(FetchError::Timeout),
+                };
             let flights = store.flights.lock();
             let invalidated = self.flight.invalidated.swap(false, Relaxed);
             if invalidated && attempt < 2 && result.is_ok() {
@@ -314,7 +325,9 @@ mod tests {
         }
         fn set(&self, label: &str, ip: &str) {
             let route = Route::new(None, None, None, Some(ip)).expect("valid");
-            self.records.lock().insert(label.into(), Fetched::Found(route));
+            self.records
+                .lock()
+                .insert(label.into(), Fetched::Found(route));
         }
         fn reads(&self) -> usize {
             self.reads.load(Relaxed)
@@ -356,7 +369,13 @@ mod tests {
             m,
         );
         let source: Arc<dyn Source> = fake.clone();
-        let s = CachedStore::new(cache, source, Handle::current(), Duration::from_millis(50), m);
+        let s = CachedStore::new(
+            cache,
+            source,
+            Handle::current(),
+            Duration::from_millis(50),
+            m,
+        );
         (Arc::new(s), m)
     }
 
@@ -459,7 +478,11 @@ mod tests {
         let start = tokio::time::Instant::now();
         assert_eq!(s.lookup("alice").await, Lookup::Unavailable);
         // The flight's own bound (50 ms here), measured on the paused clock.
-        assert!(start.elapsed() <= Duration::from_millis(60), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() <= Duration::from_millis(60),
+            "{:?}",
+            start.elapsed()
+        );
         fake.hang.store(false, Relaxed);
         assert_eq!(ip(&s.lookup("alice").await), "127.0.0.1");
     }
@@ -523,6 +546,38 @@ mod tests {
         }
         assert!(m.evictions.load(Relaxed) >= 40);
         assert_eq!(m.entries.load(Relaxed), s.cache().len() as i64);
+    }
+
+    #[test]
+    fn a_stopped_runtime_means_unavailable_not_a_hang() {
+        let stopped = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let handle = stopped.handle().clone();
+        drop(stopped);
+        let fake = Fake::new();
+        fake.set("alice", "127.0.0.1");
+        let m = RouteCacheMetrics::leak();
+        let ttls = Ttls {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            max_stale: Duration::from_secs(3600),
+        };
+        let source: Arc<dyn Source> = fake.clone();
+        let s = Arc::new(CachedStore::new(
+            RouteCache::new(10, ttls, m),
+            source,
+            handle,
+            Duration::from_millis(50),
+            m,
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        assert_eq!(rt.block_on(s.lookup("alice")), Lookup::Unavailable);
+        assert_eq!(rt.block_on(s.lookup("alice")), Lookup::Unavailable);
+        assert_eq!(fake.reads(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, RedisError};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use hubify_edge_config::{is_valid_label, Config, Route};
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -203,7 +203,10 @@ impl RedisSource {
                     None => return,
                 }
             }
-            self.state.send_modify(|s| s.conn = None);
+            self.state.send_modify(|s| {
+                s.conn = None;
+                s.connecting = true;
+            });
             self.metrics.connected.store(0, Relaxed);
             tracing::warn!("route store: the Redis connection broke; reconnecting");
         }
@@ -217,7 +220,10 @@ impl RedisSource {
         });
         self.metrics.connected.store(0, Relaxed);
         if !*was_down {
-            tracing::warn!(error, "route store: cannot connect to Redis; retrying with back-off");
+            tracing::warn!(
+                error,
+                "route store: cannot connect to Redis; retrying with back-off"
+            );
             *was_down = true;
         } else {
             tracing::debug!(error, "route store: still cannot connect to Redis");
@@ -245,11 +251,9 @@ impl Source for RedisSource {
                 None if connecting && !retried => {
                     // The first connection (or a reconnection) is under way: wait for it.
                     retried = true;
-                    let changed = tokio::time::timeout_at(
-                        deadline,
-                        rx.wait_for(|s| s.attempt > attempt),
-                    )
-                    .await;
+                    let changed =
+                        tokio::time::timeout_at(deadline, rx.wait_for(|s| s.attempt > attempt))
+                            .await;
                     match changed {
                         Ok(Ok(_)) => continue,
                         Ok(Err(_)) => return Err(FetchError::Down),
@@ -294,11 +298,9 @@ impl Source for RedisSource {
                     }
                     // A dropped connection fails its first command; retry once on the new one.
                     retried = true;
-                    let changed = tokio::time::timeout_at(
-                        deadline,
-                        rx.wait_for(|s| s.attempt > attempt),
-                    )
-                    .await;
+                    let changed =
+                        tokio::time::timeout_at(deadline, rx.wait_for(|s| s.attempt > attempt))
+                            .await;
                     match changed {
                         Ok(Ok(_)) => continue,
                         Ok(Err(_)) => return Err(FetchError::Down),
@@ -405,7 +407,10 @@ pub fn start_with_metrics(
     config: &Config,
     metrics: &'static RouteCacheMetrics,
 ) -> Result<Arc<CachedStore>, RedisStoreError> {
-    let redis = config.redis.as_ref().ok_or(RedisStoreError::NoRedisSection)?;
+    let redis = config
+        .redis
+        .as_ref()
+        .ok_or(RedisStoreError::NoRedisSection)?;
     let client = client(&redis.url)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -485,7 +490,12 @@ mod tests {
         assert_eq!(parse_record(key, &HashMap::new()), Fetched::NotFound);
         let ok = parse_record(
             key,
-            &record(&[("app", "hubify-ws-alice"), ("machine_id", "90801679a10038"), ("region", "iad"), ("extra", "ignored")]),
+            &record(&[
+                ("app", "hubify-ws-alice"),
+                ("machine_id", "90801679a10038"),
+                ("region", "iad"),
+                ("extra", "ignored"),
+            ]),
         );
         let Fetched::Found(r) = ok else {
             panic!("{ok:?}")
@@ -508,7 +518,17 @@ mod tests {
         }
         let mut bad = record(&[("machine_id", "m1")]);
         bad.insert(b"app".to_vec(), vec![0xff, 0xfe]);
-        assert!(matches!(parse_record(key, &bad), Fetched::Invalid(w) if w.contains("`app`: not UTF-8")));
+        assert!(
+            matches!(parse_record(key, &bad), Fetched::Invalid(w) if w.contains("`app`: not UTF-8"))
+        );
+    }
+
+    #[test]
+    fn tls_urls_are_supported() {
+        assert!(client("rediss://127.0.0.1:6380/").is_ok());
+        assert!(client("redis://127.0.0.1:6379/0").is_ok());
+        let e = client("redis://127.0.0.1:notaport/").expect_err("bad url");
+        assert!(e.to_string().starts_with("redis.url: "), "{e}");
     }
 
     #[test]
