@@ -1,11 +1,13 @@
 //! The in-process route cache: label → cached answer, bounded, with TTLs. Pure and synchronous:
 //! every method takes `now`, nothing here awaits or does I/O.
 //!
-//! - **Bounded.** `capacity` entries at most, split over up to 64 shards (each a read-write lock
-//!   around an [`IndexMap`]); a full shard evicts with the CLOCK policy: a hit only sets the
-//!   entry's `referenced` bit (when it is not set already), an insertion into a full shard sweeps
-//!   a hand over the shard, clearing bits, and evicts the first entry whose bit is clear. Hot
-//!   routes survive scans of one-off labels; the hit path stays a read lock and a hash lookup.
+//! - **Bounded.** `capacity` entries at most, exactly: a global count is reserved before an entry
+//!   is added. Entries live in up to 64 shards (each a read-write lock around an [`IndexMap`]).
+//!   When the cache is full, an insertion evicts one entry with the CLOCK policy, in its own shard
+//!   first (the next shards when that one is empty): a hit only sets the entry's `referenced` bit
+//!   (when it is not set already); eviction sweeps the shard's hand, clearing bits, and evicts the
+//!   first entry whose bit is clear (or that is past any use). Hot routes survive scans of one-off
+//!   labels; the hit path stays a read lock and a hash lookup.
 //! - **TTLs.** A route is fresh for `ttl` ±10 % (jitter, so entries written together do not expire
 //!   together); "no such workspace" and malformed records for `negative_ttl` ±10 %.
 //! - **Stale-if-error.** A route stays usable as a fallback `max_stale` past its TTL: [`Probe::Stale`]
@@ -14,7 +16,7 @@
 //!   pub/sub gap, when invalidations may have been lost) turns every older entry into one that
 //!   needs revalidation, at no cost per entry.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,7 +98,9 @@ pub struct RouteCache {
     shards: Box<[Shard]>,
     /// log2 of the shard count.
     shard_bits: u32,
-    per_shard: usize,
+    capacity: usize,
+    /// Entries now, plus insertions that reserved a place and are about to add theirs.
+    count: AtomicUsize,
     hasher: foldhash::fast::RandomState,
     epoch: AtomicU64,
     ttls: Ttls,
@@ -115,8 +119,6 @@ impl RouteCache {
         while shards * 2 <= MAX_SHARDS && capacity / (shards * 2) >= MIN_PER_SHARD {
             shards *= 2;
         }
-        // Floor: shards × per_shard never exceeds the capacity.
-        let per_shard = capacity / shards;
         let shards_vec = (0..shards)
             .map(|_| Shard {
                 inner: RwLock::new(ShardInner {
@@ -127,13 +129,14 @@ impl RouteCache {
             .collect::<Vec<_>>()
             .into_boxed_slice();
         metrics.capacity.store(
-            i64::try_from(shards * per_shard).unwrap_or(i64::MAX),
+            i64::try_from(capacity).unwrap_or(i64::MAX),
             Ordering::Relaxed,
         );
         RouteCache {
             shards: shards_vec,
             shard_bits: shards.trailing_zeros(),
-            per_shard,
+            capacity,
+            count: AtomicUsize::new(0),
             hasher: foldhash::fast::RandomState::default(),
             epoch: AtomicU64::new(0),
             ttls,
@@ -141,12 +144,12 @@ impl RouteCache {
         }
     }
 
-    /// The most entries the cache holds (the capacity rounded down to a multiple of the shards).
+    /// The most entries the cache holds.
     pub fn capacity(&self) -> usize {
-        self.shards.len() * self.per_shard
+        self.capacity
     }
 
-    fn shard(&self, label: &str) -> &Shard {
+    fn shard_index(&self, label: &str) -> usize {
         use std::hash::BuildHasher;
         let h = self.hasher.hash_one(label);
         let i = if self.shard_bits == 0 {
@@ -154,7 +157,11 @@ impl RouteCache {
         } else {
             (h >> (64 - self.shard_bits)) as usize
         };
-        &self.shards[i & (self.shards.len() - 1)]
+        i & (self.shards.len() - 1)
+    }
+
+    fn shard(&self, label: &str) -> &Shard {
+        &self.shards[self.shard_index(label)]
     }
 
     /// The cache's answer for `label` at `now`. Takes a read lock; never awaits, never allocates
@@ -197,17 +204,28 @@ impl RouteCache {
             Cached::Found(_) => fresh_until + self.ttls.max_stale,
             _ => fresh_until,
         };
-        let mut shard = self.shard(label).inner.write();
-        if let Some(slot) = shard.map.get_mut(label) {
+        let home = self.shard_index(label);
+        let update = |slot: &mut Slot, value: Cached| {
             slot.value = value;
             slot.fresh_until = fresh_until;
             slot.stale_until = stale_until;
             slot.retry_at = None;
             slot.epoch = epoch;
-            return;
+        };
+        {
+            let mut shard = self.shards[home].inner.write();
+            if let Some(slot) = shard.map.get_mut(label) {
+                update(slot, value);
+                return;
+            }
         }
-        if shard.map.len() >= self.per_shard {
-            self.evict_one(&mut shard, now);
+        self.reserve(home, now);
+        let mut shard = self.shards[home].inner.write();
+        if let Some(slot) = shard.map.get_mut(label) {
+            // Added meanwhile by another insertion: give the reserved place back.
+            update(slot, value);
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return;
         }
         shard.map.insert(
             Box::from(label),
@@ -223,16 +241,42 @@ impl RouteCache {
         self.metrics.entries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Reserves a place for one new entry, evicting one first while the cache is full (from the
+    /// `home` shard, else the next non-empty one). Takes one shard lock at a time.
+    fn reserve(&self, home: usize, now: Instant) {
+        loop {
+            let n = self.count.load(Ordering::Acquire);
+            if n < self.capacity {
+                if self
+                    .count
+                    .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            let mask = self.shards.len() - 1;
+            for k in 0..self.shards.len() {
+                let mut shard = self.shards[(home + k) & mask].inner.write();
+                if self.evict_one(&mut shard, now) {
+                    break;
+                }
+            }
+        }
+    }
+
     /// CLOCK: sweep from the hand, clearing `referenced` bits, and evict the first entry that is
-    /// unreferenced (or no longer usable at all). At most two sweeps of the shard.
-    fn evict_one(&self, shard: &mut ShardInner, now: Instant) {
+    /// unreferenced (or no longer usable at all). At most two sweeps of the shard. False when the
+    /// shard is empty.
+    fn evict_one(&self, shard: &mut ShardInner, now: Instant) -> bool {
         let len = shard.map.len();
         for _ in 0..=2 * len {
             if shard.hand >= shard.map.len() {
                 shard.hand = 0;
             }
             let Some((_, slot)) = shard.map.get_index(shard.hand) else {
-                return;
+                return false;
             };
             let dead = now >= slot.stale_until;
             if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
@@ -241,10 +285,12 @@ impl RouteCache {
             }
             // swap_remove moves the last entry here; the hand looks at it next.
             shard.map.swap_remove_index(shard.hand);
+            self.count.fetch_sub(1, Ordering::AcqRel);
             self.metrics.entries.fetch_sub(1, Ordering::Relaxed);
             self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
+        false
     }
 
     /// Drops the entry of `label`; true when there was one.
@@ -257,6 +303,7 @@ impl RouteCache {
             .swap_remove(label)
             .is_some();
         if removed {
+            self.count.fetch_sub(1, Ordering::AcqRel);
             self.metrics.entries.fetch_sub(1, Ordering::Relaxed);
         }
         removed
@@ -281,9 +328,9 @@ impl RouteCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Entries now (takes every shard's read lock: for metrics and readiness, not the hot path).
+    /// Entries now (counting insertions under way).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.inner.read().map.len()).sum()
+        self.count.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -317,12 +364,42 @@ mod tests {
     }
 
     #[test]
-    fn shards_never_exceed_capacity() {
-        for cap in [1, 2, 7, 8, 15, 16, 17, 100, 1000, 100_000] {
+    fn a_full_cache_holds_exactly_its_capacity() {
+        let t0 = Instant::now();
+        for cap in [1, 2, 7, 8, 17, 100, 1000, 20_000] {
             let c = cache(cap);
-            assert!(c.capacity() <= cap, "{cap}: {}", c.capacity());
-            assert!(c.capacity() * 2 > cap, "{cap}: {}", c.capacity());
+            assert_eq!(c.capacity(), cap);
+            for i in 0..cap + cap / 2 + 3 {
+                c.insert(&format!("l{i}"), Cached::NotFound, t0, 0);
+                assert!(c.len() <= cap, "{cap}: {}", c.len());
+            }
+            assert_eq!(c.len(), cap);
+            let stored: usize = c.shards.iter().map(|s| s.inner.read().map.len()).sum();
+            assert_eq!(stored, cap);
         }
+    }
+
+    #[test]
+    fn concurrent_inserts_stay_within_capacity() {
+        let c = Arc::new(cache(64));
+        let t0 = Instant::now();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        c.insert(&format!("t{t}-{}", i % 300), Cached::NotFound, t0, 0);
+                        assert!(c.len() <= 64);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let stored: usize = c.shards.iter().map(|s| s.inner.read().map.len()).sum();
+        assert_eq!(stored, c.len());
+        assert!(stored <= 64);
     }
 
     #[test]
