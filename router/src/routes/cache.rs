@@ -82,8 +82,69 @@ struct Slot {
     referenced: AtomicBool,
 }
 
+/// A label stored inline (labels are at most 63 bytes), so that comparing keys on a lookup reads
+/// the entry itself rather than following a pointer to the heap.
+#[derive(Clone, Copy)]
+struct Key {
+    len: u8,
+    bytes: [u8; MAX_LABEL],
+}
+
+const MAX_LABEL: usize = 63;
+
+impl Key {
+    fn new(label: &str) -> Option<Key> {
+        let len = label.len();
+        if len > MAX_LABEL {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_LABEL];
+        bytes[..len].copy_from_slice(label.as_bytes());
+        Some(Key {
+            len: len as u8,
+            bytes,
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+/// Hashes exactly like [`Query`] (both hash the label's bytes as a `str` does).
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+/// A borrowed label to look a [`Key`] up with.
+struct Query<'a>(&'a str);
+
+impl std::hash::Hash for Query<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.0.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl indexmap::Equivalent<Key> for Query<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0.as_bytes() == key.as_bytes()
+    }
+}
+
 struct ShardInner {
-    map: IndexMap<Box<str>, Slot, foldhash::fast::RandomState>,
+    map: IndexMap<Key, Slot, foldhash::fast::RandomState>,
     hand: usize,
 }
 
@@ -168,7 +229,7 @@ impl RouteCache {
     /// for a route (an `Arc` clone).
     pub fn probe(&self, label: &str, now: Instant) -> Probe {
         let shard = self.shard(label).inner.read();
-        let Some(slot) = shard.map.get(label) else {
+        let Some(slot) = shard.map.get(&Query(label)) else {
             return Probe::Miss;
         };
         if !slot.referenced.load(Ordering::Relaxed) {
@@ -198,6 +259,10 @@ impl RouteCache {
             self.remove(label);
             return;
         }
+        // Labels are at most 63 bytes (validated before any lookup); anything else is not cached.
+        let Some(key) = Key::new(label) else {
+            return;
+        };
         let ttl = jitter(base);
         let fresh_until = now + ttl;
         let stale_until = match value {
@@ -214,21 +279,21 @@ impl RouteCache {
         };
         {
             let mut shard = self.shards[home].inner.write();
-            if let Some(slot) = shard.map.get_mut(label) {
+            if let Some(slot) = shard.map.get_mut(&Query(label)) {
                 update(slot, value);
                 return;
             }
         }
         self.reserve(home, now);
         let mut shard = self.shards[home].inner.write();
-        if let Some(slot) = shard.map.get_mut(label) {
+        if let Some(slot) = shard.map.get_mut(&Query(label)) {
             // Added meanwhile by another insertion: give the reserved place back.
             update(slot, value);
             self.count.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         shard.map.insert(
-            Box::from(label),
+            key,
             Slot {
                 value,
                 fresh_until,
@@ -300,7 +365,7 @@ impl RouteCache {
             .inner
             .write()
             .map
-            .swap_remove(label)
+            .swap_remove(&Query(label))
             .is_some();
         if removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
@@ -313,7 +378,7 @@ impl RouteCache {
     /// `backoff`.
     pub fn note_error(&self, label: &str, now: Instant, backoff: Duration) {
         let mut shard = self.shard(label).inner.write();
-        if let Some(slot) = shard.map.get_mut(label) {
+        if let Some(slot) = shard.map.get_mut(&Query(label)) {
             slot.retry_at = Some(now + backoff);
         }
     }
@@ -529,6 +594,19 @@ mod tests {
         assert!(!c.remove("a"));
         assert_eq!(c.probe("a", t0), Probe::Miss);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn labels_are_keys_up_to_63_bytes() {
+        let c = cache(10);
+        let t0 = Instant::now();
+        let (max, long) = ("a".repeat(63), "a".repeat(64));
+        c.insert(&max, Cached::NotFound, t0, 0);
+        c.insert(&long, Cached::NotFound, t0, 0);
+        assert_eq!(c.probe(&max, t0), Probe::Hit(Lookup::NotFound));
+        assert_eq!(c.probe(&long, t0), Probe::Miss);
+        assert_eq!(c.probe(&"a".repeat(62), t0), Probe::Miss);
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
