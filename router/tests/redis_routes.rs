@@ -51,6 +51,15 @@ impl RedisServer {
     }
 
     fn start_on(port: u16) -> RedisServer {
+        RedisServer::launch(port, &[])
+    }
+
+    /// With extra `redis-server` arguments (TLS).
+    fn start_with(extra: &[String]) -> RedisServer {
+        RedisServer::launch(free_port(), extra)
+    }
+
+    fn launch(port: u16, extra: &[String]) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -62,6 +71,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -305,6 +315,16 @@ struct Router {
 impl Router {
     /// `routes` is extra TOML for the [routes] table; `redis` for the [redis] table.
     fn start(redis_url: &str, upstream_port: u16, redis: &str, routes: &str) -> Router {
+        Router::start_env(redis_url, upstream_port, redis, routes, &[])
+    }
+
+    fn start_env(
+        redis_url: &str,
+        upstream_port: u16,
+        redis: &str,
+        routes: &str,
+        env: &[(&str, &Path)],
+    ) -> Router {
         let dir = tempfile::tempdir().unwrap();
         let (http, ops) = (free_port(), free_port());
         let config = format!(
@@ -343,6 +363,7 @@ level = "info"
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("router.log")).unwrap();
         let child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&cfg)
             .arg("run")
@@ -1053,4 +1074,85 @@ fn routes_cli_round_trip() {
         text(&out.stderr)
     );
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// `rediss://`: the route store and the CLI reach a TLS Redis (rustls with ring; the CA comes
+/// from the system roots, here pointed at a test CA with `SSL_CERT_FILE`), and refuse one whose
+/// certificate they cannot verify.
+#[test]
+fn rediss_tls_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hubify-edge test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    let cert = dir.path().join("redis.pem");
+    let key = dir.path().join("redis.key");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+
+    // The plain port is for the test's own client; the router gets the TLS port.
+    let tls_port = free_port();
+    let redis = RedisServer::start_with(&[
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_string(),
+        cert.display().to_string(),
+        "--tls-key-file".to_string(),
+        key.display().to_string(),
+        "--tls-ca-cert-file".to_string(),
+        ca_pem.display().to_string(),
+        "--tls-auth-clients".to_string(),
+        "no".to_string(),
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+    let up = upstreams();
+    let router = Router::start_env(&url, up, "", "", &[("SSL_CERT_FILE", ca_pem.as_path())]);
+    router.wait_metric("hubify_route_cache_connected", BOUND, |v| v == 1.0);
+    let cfg = router.config();
+    let out = Command::new(BIN)
+        .env("SSL_CERT_FILE", &ca_pem)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "routes",
+            "set",
+            "alice",
+            "--app",
+            "a",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    router.wait_answer("alice", "one", BOUND);
+    assert_eq!(redis.calls("hgetall"), 1);
+
+    // Without the CA the certificate is refused, with a clear error.
+    let out = Command::new(BIN)
+        .env("SSL_CERT_FILE", dir.path().join("missing.pem"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["routes", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect to Redis"),
+        "{}",
+        text(&out.stderr)
+    );
 }
