@@ -27,6 +27,8 @@ pub enum StartError {
     AcmeUnavailable,
     #[error("listener setup: {0}")]
     Listener(String),
+    #[error("route store: {0}")]
+    Routes(#[from] crate::routes::redis::RedisStoreError),
 }
 
 fn whole_seconds(d: Duration) -> u64 {
@@ -93,7 +95,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         Some(_) => Some(certificates(&config)?),
         None => None,
     };
-    let routes = RouteStore::from_config(&config);
+    let routes = RouteStore::from_config(&config)?;
     let listeners = config.listeners.clone();
     let ops_addr = config.ops;
     let fly = crate::fly::FlyNet::new(&config.fly, config.upstream.connect_timeout)
