@@ -1156,3 +1156,45 @@ fn rediss_tls_redis() {
         text(&out.stderr)
     );
 }
+
+/// `/readyz` says "not ready: route_store" while Redis is unreachable and nothing is cached (the
+/// router could answer no workspace), and turns ready again when Redis returns — no restart.
+#[test]
+fn readyz_follows_the_route_store() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let up = upstreams();
+    let router = Router::start(&redis.url(), up, "", "");
+    let readyz = |r: &Router| {
+        http_get(r.ops, "localhost", "/readyz")
+            .map(|resp| (resp.status, resp.body.trim().to_string()))
+    };
+    eventually("ready with Redis up", BOUND, || {
+        readyz(&router).filter(|(s, _)| *s == 200)
+    });
+
+    redis.kill();
+    let (status, body) = eventually(
+        "not ready with Redis down and an empty cache",
+        BOUND,
+        || readyz(&router).filter(|(s, _)| *s == 503),
+    );
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("route_store"),
+        "the failing check is named: {body:?}"
+    );
+    assert_eq!(
+        http_get(router.ops, "localhost", "/healthz").map(|r| r.status),
+        Some(200),
+        "alive while not ready"
+    );
+
+    let _redis = RedisServer::start_on(port);
+    let (_, body) = eventually(
+        "ready again once Redis is back",
+        Duration::from_secs(15),
+        || readyz(&router).filter(|(s, _)| *s == 200),
+    );
+    assert_eq!(body, "ready");
+}

@@ -312,8 +312,11 @@ impl Source for RedisSource {
         }
     }
 
+    /// Reachable: the data connection is up and so is the events subscription. The subscription
+    /// notices a dead server at once (its socket closes, or the 5 s ping fails), while the data
+    /// connection only learns it from its next failed command.
     fn is_connected(&self) -> bool {
-        self.state.borrow().conn.is_some()
+        self.state.borrow().conn.is_some() && self.metrics.subscribed.load(Relaxed) == 1
     }
 }
 
