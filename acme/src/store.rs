@@ -277,8 +277,8 @@ impl Shared {
             return Ok(c.clone());
         }
         let cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.timeout))
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.timeout)
             .set_number_of_retries(1);
         let c = tokio::time::timeout(
             self.connect_timeout + self.timeout,

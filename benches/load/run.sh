@@ -199,10 +199,10 @@ run_wrk() { # url script
 }
 
 # h2load → "rps p50_ms p99_ms" (h2load reports mean/sd per request, not percentiles: p50 ≈ mean,
-# p99 left as max). Host fixed: h2load cannot rotate :authority per request.
+# p99 left as max). One :authority for all requests: h2load cannot rotate it per request.
 run_h2() { # port
-  local out n=$((DURATION * 20000))
-  out=$(h2load -c"$CONNS" -m10 -t1 -D"$DURATION" -H 'host: w7.bench.test' "https://127.0.0.1:$1/" 2>&1)
+  local out
+  out=$(h2load -c"$CONNS" -m10 -t1 -D"$DURATION" -H ':authority: w7.bench.test' "https://127.0.0.1:$1/" 2>&1)
   awk '
     function ms(v) { if (v ~ /us$/) { sub(/us$/,"",v); return v/1000 } if (v ~ /ms$/) { sub(/ms$/,"",v); return v+0 } if (v ~ /s$/) { sub(/s$/,"",v); return v*1000 } return v }
     /^finished in/ { gsub(",","",$4); rps=$4 }

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(config) = Config::embedded_default() else { return };
     let Ok(route) = Route::new(None, None, None, Some("127.0.0.1")) else { return };
-    let facts = RequestFacts { path_and_query: path, upgrade: false };
+    let facts = RequestFacts::new(path, false);
     match decide(&route, &facts, &config.paths, ListenerMode::Tls) {
         Decision::Forward(f) => {
             if let Some(p) = f.rewritten {

@@ -27,6 +27,8 @@ pub enum StartError {
     Acme(#[from] hubify_edge_acme::AcmeError),
     #[error("listener setup: {0}")]
     Listener(String),
+    #[error("route store: {0}")]
+    Routes(#[from] crate::routes::redis::RedisStoreError),
 }
 
 fn whole_seconds(d: Duration) -> u64 {
@@ -104,25 +106,35 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         Some(_) => Some(certificates(&config)?),
         None => None,
     };
-    let routes = RouteStore::from_config(&config);
+    let routes = RouteStore::from_config(&config)?;
     let listeners = config.listeners.clone();
     let ops_addr = config.ops;
-    let shared = Arc::new(Shared { config, routes });
+    let fly = crate::fly::FlyNet::new(&config.fly, config.upstream.connect_timeout)
+        .map_err(StartError::Listener)?;
+    let shared = Arc::new(Shared {
+        config,
+        routes,
+        fly: Arc::new(fly),
+    });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
         let proxy = EdgeProxy::new(ListenerMode::Tls, shared.clone());
         let mut svc = http_proxy_service_with_name(&conf, proxy, "https");
         let tls = crate::tls::settings(certs.clone())
             .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
+        if https.proxy_protocol {
+            svc.endpoints()
+                .set_pre_tls_callback(Arc::new(crate::proxy_protocol::ProxyV2));
+        }
         svc.add_tls_with_settings(&https.address.to_string(), None, tls);
-        tracing::info!(address = %https.address, "https listener");
+        tracing::info!(address = %https.address, proxy_protocol = https.proxy_protocol, "https listener");
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
         let proxy = EdgeProxy::new(ListenerMode::Plain(http.dispatch), shared.clone());
         let mut svc = http_proxy_service_with_name(&conf, proxy, "http");
         svc.add_tcp(&http.address.to_string());
-        tracing::info!(address = %http.address, dispatch = ?http.dispatch, "http listener");
+        tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");
         server.add_service(svc);
     }
     if let Some(redirect) = &listeners.redirect {

@@ -9,11 +9,13 @@
 pub mod app;
 pub mod bound;
 pub mod decide;
+pub mod fly;
 pub mod host;
 pub mod metrics;
 pub mod ops;
 pub mod pages;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod request_id;
 pub mod routes;

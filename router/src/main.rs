@@ -1,4 +1,4 @@
-//! `hubify-edge`: run the router, or check a configuration.
+//! `hubify-edge`: run the router, check a configuration, or manage routes in Redis.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,38 @@ enum Command {
         #[command(subcommand)]
         action: CertCommand,
     },
+    /// Read and write workspace routes in Redis (the config's [redis] section).
+    Routes {
+        #[command(subcommand)]
+        action: RoutesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Create or replace a route (validated first) and announce it to every router.
+    Set {
+        /// The workspace label (`alice` in alice.<domain>).
+        label: String,
+        /// Fly app of the workspace machine.
+        #[arg(long)]
+        app: String,
+        /// Fly machine id.
+        #[arg(long)]
+        machine: String,
+        /// Fly region (informational).
+        #[arg(long)]
+        region: Option<String>,
+        /// Explicit IP address, used instead of a 6PN lookup.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Print a route's fields (exit 1 when there is none or it is malformed).
+    Get { label: String },
+    /// Delete a route and announce it to every router.
+    Delete { label: String },
+    /// List every label with a route (SCAN, never KEYS).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +208,14 @@ fn main() -> ExitCode {
                 .ok();
             cert_command(config, action)
         }
+        Command::Routes { action } => {
+            let source = cli
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "<embedded default config>".into());
+            routes_command(&config, &source, action)
+        }
         Command::Run => {
             init_logging(&config);
             rustls::crypto::ring::default_provider()
@@ -201,4 +241,118 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `hubify-edge routes …`: one command against Redis, on a small runtime of its own.
+fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitCode {
+    use hubify_edge::routes::admin::{validate, Admin};
+    use hubify_edge_config::RouteStore;
+
+    let Some(redis) = &config.redis else {
+        eprintln!(
+            "hubify-edge routes: {source} has no [redis] section: the routes commands need \
+             `[redis] url` (and the router reads these routes only with routes.store = \"redis\")"
+        );
+        return ExitCode::from(1);
+    };
+    if matches!(config.routes.store, RouteStore::Static(_)) {
+        eprintln!(
+            "hubify-edge routes: note: {source} has routes.store = \"static\"; a router on this \
+             config does not read routes from Redis"
+        );
+    }
+    let route = match &action {
+        RoutesCommand::Set {
+            app,
+            machine,
+            region,
+            address,
+            ..
+        } => match validate(app, machine, region.as_deref(), address.as_deref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("hubify-edge routes set: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubify-edge routes: cannot start a runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let mut admin = match Admin::connect(redis).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("hubify-edge routes: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let published = |n: i64| format!("event published to {n} subscriber(s)");
+        let result = match action {
+            RoutesCommand::Set { label, .. } => {
+                let Some(route) = route else {
+                    return ExitCode::from(1);
+                };
+                admin.set(&label, &route).await.map(|n| {
+                    println!("set {}; {}", admin.key(&label), published(n));
+                    ExitCode::SUCCESS
+                })
+            }
+            RoutesCommand::Get { label } => admin.get(&label).await.map(|record| match record {
+                None => {
+                    eprintln!(
+                        "hubify-edge routes get: no route for {label:?} (key {})",
+                        admin.key(&label)
+                    );
+                    ExitCode::from(1)
+                }
+                Some(record) => {
+                    for (field, value) in &record.fields {
+                        println!("{field}={value}");
+                    }
+                    match record.route {
+                        Ok(_) => ExitCode::SUCCESS,
+                        Err(why) => {
+                            eprintln!("hubify-edge routes get: malformed: {why}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+            }),
+            RoutesCommand::Delete { label } => admin.delete(&label).await.map(|(deleted, n)| {
+                if deleted {
+                    println!("deleted {}; {}", admin.key(&label), published(n));
+                } else {
+                    println!("no route for {label:?} (nothing deleted); {}", published(n));
+                }
+                ExitCode::SUCCESS
+            }),
+            RoutesCommand::List => admin.list().await.map(|(labels, odd)| {
+                for label in labels {
+                    println!("{label}");
+                }
+                for key in odd {
+                    eprintln!(
+                        "hubify-edge routes list: skipping key {key:?}: the rest is not a label"
+                    );
+                }
+                ExitCode::SUCCESS
+            }),
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("hubify-edge routes: {e}");
+            ExitCode::from(1)
+        })
+    })
 }

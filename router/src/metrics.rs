@@ -17,9 +17,8 @@
 //! Handles, by who calls them:
 //! - request path ([`crate::proxy`], [`crate::redirect`]): [`RequestMetrics`] (requests,
 //!   durations, open WebSockets), [`upstream`], [`route_lookup`];
-//! - the route store and its Redis cache: [`route_cache`] (`hit`, `miss`, `negative_hit`,
-//!   `stale_served`, `evicted`, `set_entries`, `redis_command`, `redis_error`,
-//!   `pubsub_reconnect`, `invalidation`);
+//! - the route store and its Redis cache: [`ROUTE_CACHE`] ([`RouteCacheMetrics`]: plain atomics
+//!   rendered with the rest, `hubify_route_cache_*`);
 //! - 6PN and Fly: [`dns_lookup`], [`machine_wake`];
 //! - TLS and ACME: [`tls_handshake`] (successes from the listener's handshake callback, failures
 //!   from Pingora's own log line through [`handshake_failure_layer`]), [`set_certificates`] /
@@ -27,6 +26,8 @@
 //! - process: [`init`] (build info, start time; the `process_*` family comes from the crate's
 //!   process collector).
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -62,7 +63,6 @@ pub fn init() {
         process.start_time.set(now);
         LazyLock::force(&FAMILIES);
         LazyLock::force(&UPSTREAM);
-        LazyLock::force(&ROUTE_CACHE);
         LazyLock::force(&ROUTE_LOOKUPS);
         LazyLock::force(&FLY);
         LazyLock::force(&TLS);
@@ -73,9 +73,12 @@ pub fn init() {
 pub fn render() -> String {
     init();
     let encoder = prometheus::TextEncoder::new();
-    encoder
+    let mut out = encoder
         .encode_to_string(&registry().gather())
-        .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+        .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"));
+    // The route cache keeps plain atomics (its hit path pays one relaxed add); render them here.
+    ROUTE_CACHE.render_into(&mut out);
+    out
 }
 
 /// The `Content-Type` of [`render`]'s output.
@@ -88,10 +91,6 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
         tracing::error!(error = %e, "metric registration failed");
     }
     c
-}
-
-fn counter(name: &str, help: &str) -> IntCounter {
-    register(IntCounter::with_opts(Opts::new(name, help)).unwrap_or_else(|e| invalid(name, e)))
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -176,6 +175,22 @@ label_enum! {
         BadRoute => "bad_route",
         /// Proxying failed (502/504/…), or the request failed before a decision.
         Error => "error",
+        /// Not replayable: the body may exceed Fly's 1 MiB replay limit (413).
+        TooLarge => "too_large",
+        /// Already replayed once (`fly-replay-src`): refused to avoid a loop (508).
+        Loop => "loop",
+        /// Fly's edge gave the replay back (`fly-replay-failed`): 503.
+        ReplayFailed => "replay_failed",
+        /// A stopped machine is being started; the request waited too long (503).
+        Starting => "starting",
+        /// 6PN DNS did not answer (503).
+        DnsError => "dns_error",
+        /// The Machines API refused the token (502).
+        WakeUnauthorized => "wake_unauthorized",
+        /// The route names a machine the Machines API does not know (502).
+        MachineNotFound => "machine_not_found",
+        /// The Machines API failed otherwise (503).
+        WakeFailed => "wake_failed",
         /// An outcome name this module does not know yet (kept bounded).
         Other => "other",
     }
@@ -229,9 +244,6 @@ const SECONDS_REQUEST: &[f64] = &[
 ];
 const SECONDS_CONNECT: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-const SECONDS_REDIS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 const SECONDS_WAKE: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
@@ -503,123 +515,148 @@ pub fn route_lookup(result: LookupResult) {
     ROUTE_LOOKUPS[result.index()].inc();
 }
 
-label_enum! {
-    /// Why a Redis command failed.
-    pub enum RedisErrorKind {
-        /// The command did not answer within `[redis] command_timeout`.
-        Timeout => "timeout",
-        /// No connection (refused, dropped, reconnecting).
-        Connection => "connection",
-        /// Redis answered with an error, or the reply was not what was expected.
-        Other => "other",
+/// Counters and gauges of the route cache and its Redis store. One process-wide instance,
+/// [`ROUTE_CACHE`]; tests give a cache its own (leaked) instance.
+#[derive(Debug, Default)]
+pub struct RouteCacheMetrics {
+    /// Lookups answered from a fresh cache entry.
+    pub hits: AtomicU64,
+    /// Lookups with nothing usable cached (they wait for a store read).
+    pub misses: AtomicU64,
+    /// Lookups whose entry was past its TTL or from before a pub/sub gap (re-read from the store).
+    pub revalidations: AtomicU64,
+    /// Lookups answered with a route past its TTL because the store failed (stale-if-error).
+    pub stale_served: AtomicU64,
+    /// Lookups answered "unavailable" (store failed, nothing usable cached).
+    pub unavailable: AtomicU64,
+    /// Store reads started (one per single-flight, however many requests wait on it).
+    pub fetches: AtomicU64,
+    /// Store reads that failed or timed out.
+    pub fetch_errors: AtomicU64,
+    /// Entries evicted to stay within the capacity.
+    pub evictions: AtomicU64,
+    /// Invalidation events received (one per label published on the events channel).
+    pub invalidations: AtomicU64,
+    /// Pub/sub (re)subscriptions; each one marks every cached entry for revalidation.
+    pub resubscribes: AtomicU64,
+    /// Entries in the cache now.
+    pub entries: AtomicI64,
+    /// The configured capacity.
+    pub capacity: AtomicI64,
+    /// 1 while the invalidation subscription is up.
+    pub subscribed: AtomicI64,
+    /// 1 while the data connection to the store is up.
+    pub connected: AtomicI64,
+}
+
+impl RouteCacheMetrics {
+    pub const fn new() -> RouteCacheMetrics {
+        RouteCacheMetrics {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            fetch_errors: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            resubscribes: AtomicU64::new(0),
+            entries: AtomicI64::new(0),
+            capacity: AtomicI64::new(0),
+            subscribed: AtomicI64::new(0),
+            connected: AtomicI64::new(0),
+        }
+    }
+
+    /// A fresh instance that lives for the rest of the process (for tests and benches).
+    pub fn leak() -> &'static RouteCacheMetrics {
+        Box::leak(Box::new(RouteCacheMetrics::new()))
+    }
+
+    /// Appends the text exposition of these metrics.
+    pub fn render_into(&self, out: &mut String) {
+        let counters: [(&str, &AtomicU64, &str); 10] = [
+            (
+                "hits",
+                &self.hits,
+                "Route lookups answered from a fresh cache entry.",
+            ),
+            (
+                "misses",
+                &self.misses,
+                "Route lookups with nothing usable cached.",
+            ),
+            (
+                "revalidations",
+                &self.revalidations,
+                "Route lookups that re-read an expired or suspect entry.",
+            ),
+            (
+                "stale_served",
+                &self.stale_served,
+                "Routes served past their TTL because the store failed.",
+            ),
+            (
+                "unavailable",
+                &self.unavailable,
+                "Route lookups answered unavailable (503).",
+            ),
+            (
+                "fetches",
+                &self.fetches,
+                "Route store reads (one per single-flight).",
+            ),
+            (
+                "fetch_errors",
+                &self.fetch_errors,
+                "Route store reads that failed or timed out.",
+            ),
+            (
+                "evictions",
+                &self.evictions,
+                "Route cache entries evicted for capacity.",
+            ),
+            (
+                "invalidations",
+                &self.invalidations,
+                "Route invalidation events received.",
+            ),
+            (
+                "resubscribes",
+                &self.resubscribes,
+                "Route event (re)subscriptions.",
+            ),
+        ];
+        for (name, v, help) in counters {
+            let _ = writeln!(out, "# HELP hubify_route_cache_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE hubify_route_cache_{name}_total counter");
+            let _ = writeln!(out, "hubify_route_cache_{name}_total {}", v.load(Relaxed));
+        }
+        let gauges: [(&str, &AtomicI64, &str); 4] = [
+            ("entries", &self.entries, "Route cache entries."),
+            ("capacity", &self.capacity, "Route cache capacity."),
+            (
+                "subscribed",
+                &self.subscribed,
+                "1 while the route event subscription is up.",
+            ),
+            (
+                "connected",
+                &self.connected,
+                "1 while the route store connection is up.",
+            ),
+        ];
+        for (name, v, help) in gauges {
+            let _ = writeln!(out, "# HELP hubify_route_cache_{name} {help}");
+            let _ = writeln!(out, "# TYPE hubify_route_cache_{name} gauge");
+            let _ = writeln!(out, "hubify_route_cache_{name} {}", v.load(Relaxed));
+        }
     }
 }
 
-/// The route store's cache and its Redis client. Called by the Redis route store; the static
-/// store has no cache and leaves these at zero.
-pub struct RouteCache {
-    hits: IntCounter,
-    misses: IntCounter,
-    negative_hits: IntCounter,
-    stale_served: IntCounter,
-    evictions: IntCounter,
-    entries: IntGauge,
-    redis_duration: Histogram,
-    redis_errors: Box<[IntCounter]>,
-    pubsub_reconnects: IntCounter,
-    invalidations: IntCounter,
-}
-
-static ROUTE_CACHE: LazyLock<RouteCache> = LazyLock::new(|| {
-    let redis_errors = counter_vec(
-        "hubify_redis_errors_total",
-        "Redis commands of the route store that failed, by kind.",
-        &["kind"],
-    );
-    RouteCache {
-        hits: counter(
-            "hubify_route_cache_hits_total",
-            "Route lookups answered from the in-process cache with a fresh route.",
-        ),
-        misses: counter(
-            "hubify_route_cache_misses_total",
-            "Route lookups the cache could not answer (went to Redis).",
-        ),
-        negative_hits: counter(
-            "hubify_route_cache_negative_hits_total",
-            "Route lookups answered from the negative cache (known unknown label).",
-        ),
-        stale_served: counter(
-            "hubify_route_cache_stale_served_total",
-            "Route lookups answered with a route past its TTL because Redis failed (stale-if-error).",
-        ),
-        evictions: counter(
-            "hubify_route_cache_evictions_total",
-            "Routes evicted from the cache to stay within routes.cache_capacity.",
-        ),
-        entries: register(
-            IntGauge::with_opts(Opts::new(
-                "hubify_route_cache_entries",
-                "Entries in the route cache now (positive and negative).",
-            ))
-            .unwrap_or_else(|e| invalid("hubify_route_cache_entries", e)),
-        ),
-        redis_duration: histogram(
-            "hubify_redis_command_duration_seconds",
-            "Duration of the route store's Redis commands (failed ones included).",
-            SECONDS_REDIS,
-        ),
-        redis_errors: by(RedisErrorKind::ALL, |k| redis_errors.with_label_values(&[k.as_str()])),
-        pubsub_reconnects: counter(
-            "hubify_redis_pubsub_reconnects_total",
-            "Times the route-events subscription was re-established after a drop.",
-        ),
-        invalidations: counter(
-            "hubify_route_invalidations_total",
-            "Route invalidations received on the route-events channel.",
-        ),
-    }
-});
-
-/// The route store's cache metrics.
-pub fn route_cache() -> &'static RouteCache {
-    &ROUTE_CACHE
-}
-
-impl RouteCache {
-    pub fn hit(&self) {
-        self.hits.inc();
-    }
-    pub fn miss(&self) {
-        self.misses.inc();
-    }
-    pub fn negative_hit(&self) {
-        self.negative_hits.inc();
-    }
-    pub fn stale_served(&self) {
-        self.stale_served.inc();
-    }
-    pub fn evicted(&self, n: u64) {
-        self.evictions.inc_by(n);
-    }
-    /// The cache's size now.
-    pub fn set_entries(&self, n: usize) {
-        self.entries.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-    /// One Redis command finished (successfully or not) after `duration`.
-    pub fn redis_command(&self, duration: Duration) {
-        self.redis_duration.observe(duration.as_secs_f64());
-    }
-    pub fn redis_error(&self, kind: RedisErrorKind) {
-        self.redis_errors[kind.index()].inc();
-    }
-    pub fn pubsub_reconnect(&self) {
-        self.pubsub_reconnects.inc();
-    }
-    pub fn invalidation(&self) {
-        self.invalidations.inc();
-    }
-}
+/// The route cache metrics of this process.
+pub static ROUTE_CACHE: RouteCacheMetrics = RouteCacheMetrics::new();
 
 // ---------------------------------------------------------------------------------------------
 // 6PN DNS and machine wakes.
@@ -1047,7 +1084,6 @@ mod tests {
         for family in [
             "hubify_route_cache_hits_total",
             "hubify_route_cache_entries",
-            "hubify_redis_command_duration_seconds_count",
             "hubify_upstream_connect_duration_seconds_count",
             "hubify_start_time_seconds",
         ] {
@@ -1065,5 +1101,20 @@ mod tests {
             text.contains(r#"hubify_sixpn_dns_lookup_duration_seconds_count{result="found"} 0"#)
         );
         assert!(text.contains(r#"hubify_machine_wake_duration_seconds_count{result="timeout"} 0"#));
+    }
+
+    #[test]
+    fn renders_named_counters_and_gauges() {
+        let m = RouteCacheMetrics::new();
+        m.hits.fetch_add(3, Relaxed);
+        m.entries.store(7, Relaxed);
+        let mut s = String::new();
+        m.render_into(&mut s);
+        assert!(s.contains("hubify_route_cache_hits_total 3\n"), "{s}");
+        assert!(
+            s.contains("# TYPE hubify_route_cache_entries gauge\n"),
+            "{s}"
+        );
+        assert!(s.contains("hubify_route_cache_entries 7\n"), "{s}");
     }
 }

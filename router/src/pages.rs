@@ -13,6 +13,7 @@ pub fn reason(status: u16) -> &'static str {
         502 => "The workspace could not be reached",
         503 => "The workspace is unavailable right now",
         504 => "The workspace took too long to answer",
+        508 => "Loop detected: this request was already replayed",
         _ => "Error",
     }
 }

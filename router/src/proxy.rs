@@ -1,7 +1,9 @@
 //! Pingora glue: each phase of [`ProxyHttp`] does one job and keeps its result in [`Ctx`].
 //!
 //! - `request_filter`: request id, host → label, SNI/Host agreement, route lookup, `decide`; the
-//!   router's own answers (404, 400, 421, 502, 503, redirects) are written here.
+//!   router's own answers (404, 400, 421, 502, 503, redirects, `fly-replay` 307s) are written
+//!   here, and a machine's 6PN address is found (and the machine woken) here, so every failure
+//!   becomes a clean page.
 //! - `upstream_peer`: turns the decision into an `HttpPeer` with the configured timeouts.
 //! - `upstream_request_filter`: path rewrite, forwarded headers, request id, Fly header stripping.
 //! - `connected_to_upstream`: upstream connection metrics (new or pooled, connect time).
@@ -22,7 +24,11 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::decide::{decide, Decision, ListenerMode, RequestFacts, Target};
+use crate::decide::{
+    decide, fly_replay_header, replay_cache_ttl_secs, Body, Decision, ListenerMode, ReplayTo,
+    RequestFacts, Target,
+};
+use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
 use crate::metrics::{self, RequestMetrics};
 use crate::pages;
@@ -35,6 +41,8 @@ use crate::tls::Sni;
 pub struct Shared {
     pub config: Config,
     pub routes: RouteStore,
+    /// 6PN resolver, Machines API client, wakes in flight.
+    pub fly: Arc<FlyNet>,
 }
 
 /// Headers a client must not be able to send to a workspace: Fly's replay and routing headers
@@ -52,6 +60,9 @@ const STRIPPED_REQUEST_HEADERS: [&str; 6] = [
 pub struct EdgeProxy {
     mode: ListenerMode,
     scheme: &'static str,
+    /// The plain listener sits behind Fly's http handler: trust `Fly-Client-IP` and Fly's
+    /// `X-Forwarded-Proto`.
+    behind_fly: bool,
     shared: Arc<Shared>,
     metrics: RequestMetrics,
 }
@@ -69,9 +80,17 @@ impl EdgeProxy {
             .map(|r| r.name.as_str())
             .collect();
         let metrics = RequestMetrics::new(listener, &rule_names);
+        let behind_fly = matches!(mode, ListenerMode::Plain(_))
+            && shared
+                .config
+                .listeners
+                .http
+                .as_ref()
+                .is_some_and(|h| h.behind_fly);
         EdgeProxy {
             mode,
             scheme,
+            behind_fly,
             shared,
             metrics,
         }
@@ -162,11 +181,78 @@ impl EdgeProxy {
         Ok(true)
     }
 
+    /// The client's IP: behind Fly's http handler, `Fly-Client-IP`; else the peer address (on the
+    /// TLS listener with `proxy_protocol`, the address from the PROXY v2 header).
     fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+        if self.behind_fly {
+            let fly = session
+                .req_header()
+                .headers
+                .get("fly-client-ip")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            if fly.is_some() {
+                return fly;
+            }
+        }
         session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
+    }
+
+    /// The scheme the client used: behind Fly, Fly's `X-Forwarded-Proto` (Fly terminated TLS).
+    fn client_scheme(&self, session: &Session) -> &'static str {
+        if self.behind_fly {
+            match session
+                .req_header()
+                .headers
+                .get("x-forwarded-proto")
+                .map(|v| v.as_bytes())
+            {
+                Some(b"https") => return "https",
+                Some(b"http") => return "http",
+                _ => {}
+            }
+        }
+        self.scheme
+    }
+
+    /// Answers `307` with `fly-replay` (and the replay-cache headers when configured); no body, no
+    /// `Location`.
+    async fn replay(&self, session: &mut Session, ctx: &mut Ctx, to: &ReplayTo) -> Result<bool> {
+        let replay = &self.shared.config.replay;
+        let value = match fly_replay_header(&to.app, &to.instance, replay) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "route cannot be replayed");
+                let detail = "The workspace's route is misconfigured.";
+                return self
+                    .respond(session, ctx, 502, "bad_route", detail, &[])
+                    .await;
+            }
+        };
+        // Fly keeps its own copy of the body to replay; reading ours (< 1 MiB, decided before)
+        // keeps the connection from Fly's edge reusable. A failure only costs the keep-alive.
+        if !session.is_body_empty() {
+            session.set_total_drain_timeout(Some(self.shared.config.upstream.read_timeout));
+            if let Err(e) = session.drain_request_body().await {
+                tracing::debug!(error = %e, "request body not drained before the replay");
+            }
+        }
+        let mut resp = ResponseHeader::build(307, Some(5))?;
+        resp.insert_header(CONTENT_LENGTH, "0")?;
+        resp.insert_header("fly-replay", value.as_str())?;
+        if let Some(ttl) = replay_cache_ttl_secs(replay) {
+            resp.insert_header("fly-replay-cache", "/*")?;
+            resp.insert_header("fly-replay-cache-ttl-secs", ttl.to_string())?;
+        }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.status = 307;
+        ctx.outcome = "replay";
+        ctx.detail = Some(value);
+        session.write_response_header(Box::new(resp), true).await?;
+        Ok(true)
     }
 }
 
@@ -220,29 +306,14 @@ impl ProxyHttp for EdgeProxy {
 
         let raw_host = match request_host(session.req_header()) {
             Ok(Some(h)) => h,
-            Ok(None) => {
+            missing_or_bad => {
+                let detail = match missing_or_bad {
+                    Ok(_) => "The request has no Host.",
+                    Err(()) => "The Host header is malformed or repeated.",
+                };
                 return self
-                    .respond(
-                        session,
-                        ctx,
-                        400,
-                        "bad_request",
-                        "The request has no Host.",
-                        &[],
-                    )
-                    .await
-            }
-            Err(()) => {
-                return self
-                    .respond(
-                        session,
-                        ctx,
-                        400,
-                        "bad_request",
-                        "The Host header is malformed or repeated.",
-                        &[],
-                    )
-                    .await
+                    .respond(session, ctx, 400, "bad_request", detail, &[])
+                    .await;
             }
         };
         let Some(host) = normalize_host(raw_host) else {
@@ -342,20 +413,39 @@ impl ProxyHttp for EdgeProxy {
         };
 
         let upgrade = session.is_upgrade_req();
-        let path_and_query = session
-            .req_header()
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let req = session.req_header();
+        let path_and_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let body = Body::classify(
+            req.method.as_str(),
+            req.headers.get(CONTENT_LENGTH).map(|v| v.as_bytes()),
+            req.headers.contains_key(http::header::TRANSFER_ENCODING),
+        );
         let facts = RequestFacts {
             path_and_query,
             upgrade,
+            body,
+            replay_src: req.headers.contains_key("fly-replay-src"),
+            replay_failed: req
+                .headers
+                .get("fly-replay-failed")
+                .map(|v| v.to_str().unwrap_or("")),
         };
-        match decide(&route, &facts, &config.paths, self.mode) {
+        let decision = decide(&route, &facts, &config.paths, self.mode);
+        match decision {
             Decision::Respond(status) => {
                 let detail = "No path rule matches this path.";
                 self.respond(session, ctx, status, "not_found", detail, &[])
+                    .await
+            }
+            Decision::Replay(to) => self.replay(session, ctx, &to).await,
+            Decision::Refuse(r) => {
+                self.respond(session, ctx, r.status(), r.outcome(), r.detail(), &[])
+                    .await
+            }
+            Decision::ReplayFailed(reason) => {
+                tracing::warn!(%label, reason = reason.as_str(), "fly-replay failed: answering the fallback request");
+                let retry = [(http::header::RETRY_AFTER, "5".to_string())];
+                self.respond(session, ctx, 503, "replay_failed", reason.detail(), &retry)
                     .await
             }
             Decision::Forward(fwd) => {
@@ -363,9 +453,30 @@ impl ProxyHttp for EdgeProxy {
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
-                        let detail =
-                            "The workspace has no address and 6PN lookups are not enabled.";
-                        return self.respond(session, ctx, 502, "error", detail, &[]).await;
+                        let (Some(app), Some(machine)) = (&route.app, &route.machine_id) else {
+                            let detail =
+                                "The workspace's route names neither an address nor a machine.";
+                            return self
+                                .respond(session, ctx, 502, "bad_route", detail, &[])
+                                .await;
+                        };
+                        match self.shared.fly.address(app, machine, fwd.port).await {
+                            Ok(ip) => IpAddr::V6(ip),
+                            Err(e) => {
+                                let (status, detail, outcome, retry) = e.answer();
+                                if let crate::fly::FlyError::Dns(why) = &e {
+                                    tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
+                                }
+                                let extra: &[(http::HeaderName, String)] = if retry {
+                                    &[(http::header::RETRY_AFTER, "5".to_string())]
+                                } else {
+                                    &[]
+                                };
+                                return self
+                                    .respond(session, ctx, status, outcome, detail, extra)
+                                    .await;
+                            }
+                        }
                     }
                 };
                 let mut read_timeout = config.upstream.read_timeout;
@@ -433,13 +544,16 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-host", host.as_str())?;
         }
         if let Some(ip) = self.client_ip(session) {
+            // Behind Fly, Fly's own chain describes its hops; the client is Fly-Client-IP.
             let xff = match upstream.headers.get("x-forwarded-for").map(|v| v.to_str()) {
-                Some(Ok(prev)) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                Some(Ok(prev)) if !prev.trim().is_empty() && !self.behind_fly => {
+                    format!("{prev}, {ip}")
+                }
                 _ => ip.to_string(),
             };
             upstream.insert_header("x-forwarded-for", xff)?;
         }
-        upstream.insert_header("x-forwarded-proto", self.scheme)?;
+        upstream.insert_header("x-forwarded-proto", self.client_scheme(session))?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         for h in STRIPPED_REQUEST_HEADERS {
             upstream.remove_header(h);

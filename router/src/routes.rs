@@ -1,12 +1,20 @@
 //! The route store: label → where the workspace lives.
 //!
-//! `static` routes come from the config file. The Redis-backed store (cache, single-flight,
-//! invalidation, stale-if-error) plugs in behind the same `lookup`.
+//! `static` routes come from the config file. The Redis-backed store ([`redis`]) sits behind the
+//! same `lookup`: a bounded in-process [`cache`] in front of Redis, with single-flight reads,
+//! invalidation over pub/sub and stale-if-error ([`cached`]).
+
+pub mod admin;
+pub mod cache;
+pub mod cached;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hubify_edge_config::{Config, Route, RouteStore as StoreConfig};
+
+use crate::routes::cached::CachedStore;
 
 /// The answer of a route lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +34,31 @@ pub struct RouteStore {
 
 enum Kind {
     Static(HashMap<Box<str>, Arc<Route>>),
+    Cached(Arc<CachedStore>),
 }
 
 impl RouteStore {
-    /// Builds the store the config asks for. `None` when it needs a runtime piece that is not
-    /// built here (the Redis store is constructed by its own module).
-    pub fn from_config(config: &Config) -> RouteStore {
-        match &config.routes.store {
+    /// Builds the store the config asks for. The Redis store starts its own `route-store`
+    /// thread (connection, event listener); it connects in the background.
+    pub fn from_config(config: &Config) -> Result<RouteStore, redis::RedisStoreError> {
+        Ok(match &config.routes.store {
             StoreConfig::Static(routes) => RouteStore::from_static(routes),
-            StoreConfig::Redis => RouteStore::from_static(&[]),
+            StoreConfig::Redis => RouteStore::cached(redis::start(config)?),
+        })
+    }
+
+    /// A store backed by a cache in front of a source (Redis, or a test double).
+    pub fn cached(store: Arc<CachedStore>) -> RouteStore {
+        RouteStore {
+            kind: Kind::Cached(store),
+        }
+    }
+
+    /// The cached store behind this one, if it is one.
+    pub fn cached_store(&self) -> Option<&Arc<CachedStore>> {
+        match &self.kind {
+            Kind::Cached(s) => Some(s),
+            Kind::Static(_) => None,
         }
     }
 
@@ -48,20 +72,23 @@ impl RouteStore {
         }
     }
 
-    /// Looks a (valid, lower-case) label up.
+    /// Looks a (valid, lower-case) label up. A cache hit answers without awaiting anything.
     pub async fn lookup(&self, label: &str) -> Lookup {
         match &self.kind {
             Kind::Static(map) => match map.get(label) {
                 Some(r) => Lookup::Found(r.clone()),
                 None => Lookup::NotFound,
             },
+            Kind::Cached(store) => store.lookup(label).await,
         }
     }
 
-    /// True when the store can answer (always, for static routes).
+    /// True when the store can answer: always for static routes; for Redis, when Redis is
+    /// reachable or the cache has routes to serve.
     pub fn is_ready(&self) -> bool {
         match &self.kind {
             Kind::Static(_) => true,
+            Kind::Cached(store) => store.is_ready(),
         }
     }
 }
