@@ -231,6 +231,19 @@ impl RedisSource {
     }
 }
 
+/// Waits, until `deadline`, for a connection attempt newer than `attempt` to finish.
+async fn next_attempt(
+    rx: &mut watch::Receiver<ConnState>,
+    attempt: u64,
+    deadline: Instant,
+) -> Result<(), FetchError> {
+    match tokio::time::timeout_at(deadline, rx.wait_for(|s| s.attempt > attempt)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(FetchError::Down),
+        Err(_) => Err(FetchError::Timeout),
+    }
+}
+
 #[async_trait]
 impl Source for RedisSource {
     /// `HGETALL <prefix>:route:<label>`, bounded by the command timeout in all (including one
@@ -251,14 +264,8 @@ impl Source for RedisSource {
                 None if connecting && !retried => {
                     // The first connection (or a reconnection) is under way: wait for it.
                     retried = true;
-                    let changed =
-                        tokio::time::timeout_at(deadline, rx.wait_for(|s| s.attempt > attempt))
-                            .await;
-                    match changed {
-                        Ok(Ok(_)) => continue,
-                        Ok(Err(_)) => return Err(FetchError::Down),
-                        Err(_) => return Err(FetchError::Timeout),
-                    }
+                    next_attempt(&mut rx, attempt, deadline).await?;
+                    continue;
                 }
                 None => return Err(FetchError::Down),
             };
@@ -298,14 +305,8 @@ impl Source for RedisSource {
                     }
                     // A dropped connection fails its first command; retry once on the new one.
                     retried = true;
-                    let changed =
-                        tokio::time::timeout_at(deadline, rx.wait_for(|s| s.attempt > attempt))
-                            .await;
-                    match changed {
-                        Ok(Ok(_)) => continue,
-                        Ok(Err(_)) => return Err(FetchError::Down),
-                        Err(_) => return Err(FetchError::Timeout),
-                    }
+                    next_attempt(&mut rx, attempt, deadline).await?;
+                    continue;
                 }
                 Ok(Err(e)) => return Err(FetchError::Store(e.to_string())),
             }
