@@ -10,10 +10,13 @@
 #
 #   benches/load/run.sh                 # all scenarios, 10 s each
 #   DURATION=30 WORKERS=1 CONNS=64 benches/load/run.sh plain tls-h1
+#   BIN=/tmp/hubify-edge-before benches/load/run.sh   # another build of the router (no cargo build)
 #
 # Scenarios: plain (HTTP keep-alive forward), tls-h1, tls-h2 (h2load), replay (fly-replay answers,
 # against the no-proxy ceiling: the upstream served directly), tls-new (a new TLS connection per
-# request). Only loopback addresses are used; every run is bounded by DURATION.
+# request). Only loopback addresses are used; every run is bounded by DURATION. The optional
+# scenario `bare` (not in the default list) drives a Pingora proxy with no logic at all
+# (benches/examples/bare_pingora.rs) the same way as `plain`: the framework floor.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/deps bench
@@ -25,8 +28,10 @@ N_HOSTS=1000
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 tls-h2 replay tls-new)
 
-cargo build --release --bin hubify-edge >&2
-BIN=target/release/hubify-edge
+if [[ -z ${BIN:-} ]]; then
+  cargo build --release --bin hubify-edge >&2
+  BIN=target/release/hubify-edge
+fi
 
 WORK=$(mktemp -d /tmp/hubify-load.XXXXXX)
 PIDS=()
@@ -46,7 +51,13 @@ wait_port() {
   echo "port $1 never opened" >&2; return 1
 }
 
-UP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R_REPLAY=$(free_port)
+BARE=0
+for s in "${SCENARIOS[@]}"; do [[ $s == bare ]] && BARE=1; done
+if ((BARE)); then
+  cargo build --release -p hubify-edge-benches --example bare_pingora >&2
+fi
+
+UP=$(free_port); B_HTTP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R_REPLAY=$(free_port)
 N_HTTP=$(free_port); N_TLS=$(free_port); N_REPLAY=$(free_port)
 
 # A wildcard certificate both proxies serve.
@@ -161,6 +172,11 @@ else
   REPLAY_OK=0
 fi
 
+if ((BARE)); then
+  target/release/examples/bare_pingora "127.0.0.1:$B_HTTP" "127.0.0.1:$UP" > "$WORK/bare.log" 2>&1 & PIDS+=($!)
+  wait_port "$B_HTTP"
+fi
+
 for p in $UP $N_HTTP $N_TLS $N_REPLAY $R_HTTP $R_TLS; do wait_port "$p"; done
 ((REPLAY_OK)) && wait_port "$R_REPLAY"
 
@@ -222,6 +238,7 @@ report() { # name router_result other_result [other_name]
 for s in "${SCENARIOS[@]}"; do
   case $s in
     plain)   report plain "$(run_wrk "http://127.0.0.1:$R_HTTP/" "$WORK/rotate.lua")" "$(run_wrk "http://127.0.0.1:$N_HTTP/" "$WORK/rotate.lua")" ;;
+    bare)    report bare "$(run_wrk "http://127.0.0.1:$B_HTTP/" "$WORK/rotate.lua")" "$(run_wrk "http://127.0.0.1:$N_HTTP/" "$WORK/rotate.lua")" ;;
     tls-h1)  report tls-h1 "$(run_wrk "https://127.0.0.1:$R_TLS/" "$WORK/rotate.lua")" "$(run_wrk "https://127.0.0.1:$N_TLS/" "$WORK/rotate.lua")" ;;
     tls-h2)  report tls-h2 "$(run_h2 "$R_TLS")" "$(run_h2 "$N_TLS")" ;;
     tls-new) report tls-new "$(run_wrk "https://127.0.0.1:$R_TLS/" "$WORK/rotate-close.lua")" "$(run_wrk "https://127.0.0.1:$N_TLS/" "$WORK/rotate-close.lua")" ;;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use hubify_edge_acme::{self_signed, CertResolver, FileWatcher};
 use hubify_edge_config::{Config, TlsSource};
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
@@ -31,6 +32,20 @@ pub enum StartError {
     Routes(#[from] crate::routes::redis::RedisStoreError),
 }
 
+/// Pingora's default L4 read buffer is 64 KiB per connection, allocated for every connection for
+/// its whole life: ~1 GiB for 10 000 idle keep-alive clients. Plain HTTP needs none (Pingora reads
+/// headers and bodies into its own buffers); TLS reads whole records through it, so it keeps one
+/// maximum-size record (16 KiB of data + header and overhead). Writes keep Pingora's default
+/// (one MSS). See docs/performance.md (memory scenario).
+const PLAIN_L4_BUFFER: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+const TLS_L4_BUFFER: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024 + 512),
+    write: None,
+};
+
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -45,7 +60,11 @@ pub fn server_conf(config: &Config) -> ServerConf {
         grace_period_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool,
-        work_stealing: true,
+        // Each worker thread runs its own single-threaded runtime and keeps the connections it
+        // accepted (as nginx's workers do). Measured here (benches/load/cpu.sh, one worker,
+        // plain forward): ~15 % less CPU per request than tokio's work-stealing runtime, whose
+        // cross-thread wake-ups cost on every upstream/downstream hand-over (docs/performance.md).
+        work_stealing: false,
         ..ServerConf::default()
     }
 }
@@ -126,14 +145,19 @@ pub fn build(config: Config) -> Result<Server, StartError> {
             svc.endpoints()
                 .set_pre_tls_callback(Arc::new(crate::proxy_protocol::ProxyV2));
         }
-        svc.add_tls_with_settings(&https.address.to_string(), None, tls);
+        svc.endpoints().add_listener(
+            ListenerConfig::tcp(https.address.to_string())
+                .tls(tls)
+                .l4_buffer(TLS_L4_BUFFER),
+        );
         tracing::info!(address = %https.address, proxy_protocol = https.proxy_protocol, "https listener");
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
         let proxy = EdgeProxy::new(ListenerMode::Plain(http.dispatch), shared.clone());
         let mut svc = http_proxy_service_with_name(&conf, proxy, "http");
-        svc.add_tcp(&http.address.to_string());
+        svc.endpoints()
+            .add_listener(ListenerConfig::tcp(http.address.to_string()).l4_buffer(PLAIN_L4_BUFFER));
         tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");
         server.add_service(svc);
     }

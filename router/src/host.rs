@@ -48,17 +48,26 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         }
     };
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.starts_with('.') || name.contains("..") {
+    if name.is_empty() || name.starts_with('.') {
         return None;
     }
-    if !name.starts_with('[')
-        && !name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-    {
-        return None;
+    // One pass (this runs on every request): no empty label (`..`), only name characters
+    // outside an IPv6 literal, and whether anything needs lower-casing.
+    let literal = name.starts_with('[');
+    let mut upper = false;
+    let mut prev_dot = false;
+    for c in name.bytes() {
+        let dot = c == b'.';
+        if dot && prev_dot {
+            return None;
+        }
+        prev_dot = dot;
+        if !literal && !(c.is_ascii_alphanumeric() || c == b'-' || dot || c == b'_') {
+            return None;
+        }
+        upper |= c.is_ascii_uppercase();
     }
-    if name.bytes().any(|c| c.is_ascii_uppercase()) {
+    if upper {
         Some(Cow::Owned(name.to_ascii_lowercase()))
     } else {
         Some(Cow::Borrowed(name))
@@ -134,6 +143,86 @@ mod tests {
         );
         assert_eq!(label("127.0.0.1"), Some(HostMatch::Outside));
         assert_eq!(label("[::1]:443"), Some(HostMatch::Outside));
+    }
+
+    /// The single-pass check above must accept and reject exactly what the original, plainer
+    /// formulation did (kept here as the reference).
+    #[test]
+    fn single_pass_matches_reference() {
+        fn reference(raw: &str) -> Option<Cow<'_, str>> {
+            if raw.is_empty() || raw.len() > 255 + 6 {
+                return None;
+            }
+            let name = if let Some(rest) = raw.strip_prefix('[') {
+                let end = rest.find(']')?;
+                let after = &rest[end + 1..];
+                if !(after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)) {
+                    return None;
+                }
+                if !rest[..end]
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                {
+                    return None;
+                }
+                &raw[..end + 2]
+            } else {
+                match raw.rsplit_once(':') {
+                    Some((h, port)) => {
+                        if !valid_port(port) {
+                            return None;
+                        }
+                        h
+                    }
+                    None => raw,
+                }
+            };
+            let name = name.strip_suffix('.').unwrap_or(name);
+            if name.is_empty() || name.starts_with('.') || name.contains("..") {
+                return None;
+            }
+            if !name.starts_with('[')
+                && !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
+            {
+                return None;
+            }
+            if name.bytes().any(|c| c.is_ascii_uppercase()) {
+                Some(Cow::Owned(name.to_ascii_lowercase()))
+            } else {
+                Some(Cow::Borrowed(name))
+            }
+        }
+        // Every string of up to 5 characters over an alphabet that hits each branch.
+        let alphabet = ['a', 'B', '0', '-', '.', '_', ':', '[', ']', 'é', ' '];
+        let mut inputs = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for c in alphabet {
+                    let mut s = p.clone();
+                    s.push(c);
+                    next.push(s);
+                }
+            }
+            inputs.extend(next.iter().cloned());
+            frontier = next;
+        }
+        inputs.extend(
+            [
+                "Alice.Hubify.COM.:8443",
+                "[::1]:443",
+                "[FDAA::3]",
+                "a..b.hubify.com",
+                "x.hubify.com..",
+            ]
+            .map(String::from),
+        );
+        for raw in &inputs {
+            assert_eq!(normalize_host(raw), reference(raw), "{raw:?}");
+        }
     }
 
     #[test]

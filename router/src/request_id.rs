@@ -1,5 +1,7 @@
 //! Request ids: kept when the client sent a well-formed one, generated otherwise.
 
+use http::HeaderValue;
+
 /// True for 1–128 ASCII alphanumerics and `-_.:`.
 pub fn is_well_formed(id: &[u8]) -> bool {
     !id.is_empty()
@@ -9,8 +11,8 @@ pub fn is_well_formed(id: &[u8]) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
-/// A fresh id: 128 random bits as 32 lower-case hex characters.
-pub fn generate() -> String {
+/// 128 random bits as 32 lower-case hex characters.
+fn fresh() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n: u128 = rand::random();
     let mut out = [0u8; 32];
@@ -18,8 +20,28 @@ pub fn generate() -> String {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
+    out
+}
+
+/// A fresh id: 128 random bits as 32 lower-case hex characters.
+pub fn generate() -> String {
     // Every byte is an ASCII hex digit.
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&fresh()).into_owned()
+}
+
+/// The id of a request as the header value the proxy sends on (upstream and back to the
+/// client): the client's own value when well-formed (shared, not copied), else a fresh one.
+pub fn header_value(value: Option<&HeaderValue>) -> HeaderValue {
+    match value {
+        Some(v) if is_well_formed(v.as_bytes()) => v.clone(),
+        // Hex digits are always a valid header value; the fallback is never taken.
+        _ => HeaderValue::from_bytes(&fresh()).unwrap_or(HeaderValue::from_static("-")),
+    }
+}
+
+/// The text of an id made by [`header_value`] (always ASCII).
+pub fn as_str(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
 }
 
 /// The id of a request: the client's when well-formed, else a new one.
@@ -45,5 +67,21 @@ mod tests {
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         }
         assert_ne!(generate(), generate());
+    }
+
+    #[test]
+    fn header_value_keeps_or_generates() {
+        let kept = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(header_value(Some(&kept)), kept);
+        for bad in ["", "has space", "<x>"] {
+            let id = header_value(Some(&HeaderValue::from_static(bad)));
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert!(as_str(&id)
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        let fresh = header_value(None);
+        assert_eq!(as_str(&fresh).len(), 32);
+        assert_ne!(fresh, header_value(None));
     }
 }

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Resident memory of the router holding 100 000 cached routes and 10 000 idle keep-alive client
+# connections (target: under 150 MiB).
+#
+# Question answered: how much memory does one router process need at a realistic tenant count
+# and connection count, and which part is the routes, which the connections?
+#
+#   benches/load/memory.sh
+#   ROUTES=100000 CONNS=10000 benches/load/memory.sh
+#
+# What it does, all on loopback: starts a redis-server (no persistence) and writes ROUTES route
+# records into it (the contract of docs/routes.md: hash `hubify:route:<label>`), starts the
+# router with the Redis route store (cache capacity = ROUTES, 1 h TTL) and one worker thread,
+# requests every workspace once (wrk, rotating Host; each request a cache miss filled from
+# Redis), then opens CONNS client connections that each make one keep-alive request and stay
+# open, idle. The router's VmRSS is printed after start, after the warm-up and with the
+# connections open; the route cache's own gauge confirms how many routes are cached. The idle
+# connections are measured well inside Pingora's 60 s keep-alive timeout.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/deps bench
+
+ROUTES=${ROUTES:-100000}
+CONNS=${CONNS:-10000}
+if [[ -z ${BIN:-} ]]; then
+  cargo build --release --bin hubify-edge >&2
+  BIN=target/release/hubify-edge
+fi
+
+# The router and the client each hold CONNS sockets.
+need=$((CONNS + 1024))
+if (($(ulimit -n) < need)); then
+  ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+fi
+if (($(ulimit -n) < need)); then
+  echo "memory.sh: ulimit -n is $(ulimit -n), need $need for $CONNS connections (raise the hard limit)" >&2
+  exit 1
+fi
+
+WORK=$(mktemp -d /tmp/hubify-mem.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2; return 1
+}
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
+
+UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); OPS=$(free_port)
+
+# --- the trivial upstream (nginx `return 200`) -------------------------------------------------
+mkdir -p "$WORK/up"
+cat > "$WORK/up/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
+}
+NGX
+nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+
+# --- Redis with ROUTES route records -----------------------------------------------------------
+redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no --dir "$WORK" \
+  > "$WORK/redis.log" 2>&1 & PIDS+=($!)
+wait_port "$REDIS"
+awk -v n="$ROUTES" 'BEGIN {
+  for (i = 0; i < n; i++)
+    printf "HSET hubify:route:w%d app hubify-w%d machine_id m%d region iad address 127.0.0.1\n", i, i, i
+}' | redis-cli -p "$REDIS" --pipe > "$WORK/load.log"
+stored=$(redis-cli -p "$REDIS" dbsize)
+echo "redis: $stored route records" >&2
+
+# --- the router ------------------------------------------------------------------------------
+cat > "$WORK/router.toml" <<TOML
+domain = "bench.test"
+[ops]
+address = "127.0.0.1:$OPS"
+[server]
+threads = 1
+grace_period = "0s"
+shutdown_timeout = "1s"
+[listeners.http]
+address = "127.0.0.1:$R_HTTP"
+dispatch = "forward"
+[redis]
+url = "redis://127.0.0.1:$REDIS/"
+[routes]
+store = "redis"
+cache_ttl = "1h"
+max_stale = "1h"
+cache_capacity = $ROUTES
+[log]
+level = "warn"
+access = false
+[[paths]]
+prefix = "/"
+port = $UP
+TOML
+$BIN check --config "$WORK/router.toml" >&2
+${WRAP:-} $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
+ROUTER_PID=$!
+wait_port "$UP"; wait_port "$R_HTTP"; wait_port "$OPS"
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$OPS/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+RSS_START=$(rss_mib "$ROUTER_PID")
+
+# --- warm-up: every workspace once (wrk stops itself after ROUTES answers) ----------------------
+cat > "$WORK/warm.lua" <<LUA
+local i = -1
+local answers = 0
+request = function()
+  i = (i + 1) % $ROUTES
+  return wrk.format("GET", "/", { Host = "w" .. i .. ".bench.test" })
+end
+response = function(status)
+  answers = answers + 1
+  if status ~= 200 then io.stderr:write("warm-up: status " .. status .. "\n") end
+  if answers >= $ROUTES then wrk.thread:stop() end
+end
+LUA
+# wrk's own run lasts its whole -d even after the script stops it: poll the cache gauge instead.
+cached() { curl -fsS "http://127.0.0.1:$OPS/metrics" | awk '/^hubify_route_cache_entries / { print $2 + 0 }'; }
+t0=$(date +%s.%N)
+wrk -t1 -c32 -d120s -s "$WORK/warm.lua" "http://127.0.0.1:$R_HTTP/" > "$WORK/warm.txt" 2>&1 &
+WRK=$!
+PIDS+=($WRK)
+while kill -0 "$WRK" 2>/dev/null && (($(cached) < ROUTES)); do sleep 0.2; done
+t1=$(date +%s.%N)
+kill "$WRK" 2>/dev/null || true
+grep -E "Non-2xx" "$WORK/warm.txt" >&2 || true
+echo "warm-up: $ROUTES cache misses filled from Redis in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f s", b-a }')" >&2
+entries=$(cached)
+RSS_ROUTES=$(rss_mib "$ROUTER_PID")
+
+# --- CONNS idle keep-alive connections -----------------------------------------------------------
+mkfifo "$WORK/hold"
+python3 - "$R_HTTP" "$CONNS" "$WORK/hold" > "$WORK/conns.txt" <<'PY' &
+import socket, sys
+port, n, hold = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+socks, ok = [], 0
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: w%d.bench.test\r\n\r\n" % (i % 1000))
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    ok += data.startswith(b"HTTP/1.1 200")
+    socks.append(s)
+print(f"{len(socks)} open {ok} ok", flush=True)
+open(hold).read()  # hold every connection open until the script has measured
+PY
+CLIENT=$!
+PIDS+=($CLIENT)
+for _ in $(seq 1 600); do
+  [[ -s $WORK/conns.txt ]] && break
+  kill -0 "$CLIENT" 2>/dev/null || break
+  sleep 0.1
+done
+sleep 1 # let the router finish each connection's request and park it
+conns=$(cat "$WORK/conns.txt")
+established=$(ss -Htn state established "( sport = :$R_HTTP )" | wc -l)
+RSS_CONNS=$(rss_mib "$ROUTER_PID")
+echo > "$WORK/hold"
+
+echo
+echo "router RSS (VmRSS), one worker thread, Redis route store:"
+printf '  %-44s %8s MiB\n' "started, nothing cached" "$RSS_START"
+printf '  %-44s %8s MiB\n' "$entries routes cached (of $stored in Redis)" "$RSS_ROUTES"
+printf '  %-44s %8s MiB\n' "+ $CONNS idle keep-alive connections" "$RSS_CONNS"
+echo "  (client: $conns; router side established: $established)"
+echo "  per cached route: $(awk -v a="$RSS_ROUTES" -v b="$RSS_START" -v n="$entries" 'BEGIN { if (n > 0) printf "%.0f B", (a-b)*1048576/n; else print "n/a" }')," \
+  "per idle connection: $(awk -v a="$RSS_CONNS" -v b="$RSS_ROUTES" -v n="$CONNS" 'BEGIN { printf "%.1f KiB", (a-b)*1024/n }')"
+echo "  target: < 150 MiB with both -> $(awk -v a="$RSS_CONNS" 'BEGIN { print (a < 150) ? "met" : "MISSED" }')"
