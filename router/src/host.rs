@@ -62,7 +62,7 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
             return None;
         }
         prev_dot = dot;
-        if !literal && !(c.is_ascii_alphanumeric() || c == b'-' || dot || c == b'_') {
+        if !(literal || c.is_ascii_alphanumeric() || c == b'-' || dot || c == b'_') {
             return None;
         }
         upper |= c.is_ascii_uppercase();
