@@ -1,17 +1,24 @@
 //! Question: what does the router's pure hot path cost per request — Host header → label
 //! (normalize + classify), label → route from the warm Redis route cache, route + path →
-//! forwarding decision — before any socket work? (Target: well under 1 µs.) `gateway`,
+//! forwarding decision — before any socket work? (Target: under 1 µs.) `gateway`,
 //! `terminal_strip_prefix` and `mixed_case_host` repeat one workspace; `gateway/spread_100k`
 //! visits 100 000 cached workspaces in turn.
+//!
+//! `full/*` is the whole pure path of issue 7's target (host parse + cache hit + decide + header
+//! build): for a forwarded request, the decision plus the values of the headers the router adds
+//! (request id, `x-forwarded-for`); for a replay answer, the decision plus the `fly-replay`
+//! value. `full/*_spread_100k` does it over 100 000 cached workspaces.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use hubify_edge::decide::{decide, Decision, ListenerMode, RequestFacts};
+use hubify_edge::decide::{decide, fly_replay_header, Decision, ListenerMode, RequestFacts};
 use hubify_edge::host::{classify, normalize_host, HostMatch};
+use hubify_edge::proxy::ip_header_value;
+use hubify_edge::request_id;
 use hubify_edge::routes::{Lookup, RouteStore};
 use hubify_edge_benches::{label, poll_once, warm_store};
-use hubify_edge_config::Config;
+use hubify_edge_config::{Config, Dispatch};
 
 const CONFIG: &str = r#"
 domain = "hubify.com"
@@ -49,6 +56,39 @@ fn hot_path(store: &RouteStore, config: &Config, host: &str, path: &str) -> u16 
     let facts = RequestFacts::new(path, false);
     match decide(&route, &facts, &config.paths, ListenerMode::Tls) {
         Decision::Forward(f) => f.port,
+        _ => 0,
+    }
+}
+
+/// The whole pure path: host → label → cached route → decision → the header values the router
+/// sends (forward: request id and `x-forwarded-for`; replay: `fly-replay`). Returns their total
+/// length (0 when the request is not forwarded or replayed).
+fn full_path(
+    store: &RouteStore,
+    config: &Config,
+    mode: ListenerMode,
+    host: &str,
+    path: &str,
+) -> usize {
+    let Some(host) = normalize_host(host) else {
+        return 0;
+    };
+    let HostMatch::Workspace(label) = classify(&host, &config.domain) else {
+        return 0;
+    };
+    let Some(Lookup::Found(route)) = poll_once(store.lookup(&label)) else {
+        return 0;
+    };
+    let facts = RequestFacts::new(path, false);
+    match decide(&route, &facts, &config.paths, mode) {
+        Decision::Forward(f) => {
+            let id = request_id::header_value(None);
+            let xff = ip_header_value(black_box(std::net::Ipv4Addr::new(203, 0, 113, 7)).into());
+            id.len() + xff.len() + usize::from(f.port)
+        }
+        Decision::Replay(to) => fly_replay_header(&to.app, &to.instance, &config.replay)
+            .map(|v| v.len())
+            .unwrap_or(0),
         _ => 0,
     }
 }
@@ -122,6 +162,76 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    g.finish();
+
+    let replay_config = Config::from_toml(
+        &format!(
+            "{CONFIG}\n[listeners.http]\naddress = \"127.0.0.1:8080\"\ndispatch = \"replay\"\n\
+             [replay]\ntimeout = \"5s\"\nfallback = \"force_self\"\n"
+        ),
+        "bench.toml",
+    )
+    .expect("a valid replay config");
+    let replay = ListenerMode::Plain(Dispatch::Replay);
+    assert_eq!(
+        full_path(
+            &store,
+            &config,
+            ListenerMode::Tls,
+            "ws-000042.hubify.com",
+            "/api"
+        ),
+        32 + "203.0.113.7".len() + 3000
+    );
+    assert_eq!(
+        full_path(
+            &store,
+            &replay_config,
+            replay,
+            "ws-000042.hubify.com",
+            "/api"
+        ),
+        "app=hubify-workspace;instance=90801679a10038;timeout=5s;fallback=force_self".len()
+    );
+    let mut g = c.benchmark_group("full");
+    g.bench_function("forward", |b| {
+        b.iter(|| {
+            full_path(
+                &store,
+                &config,
+                ListenerMode::Tls,
+                black_box("ws-000042.hubify.com"),
+                black_box("/api/chat?stream=1"),
+            )
+        })
+    });
+    g.bench_function("replay", |b| {
+        b.iter(|| {
+            full_path(
+                &store,
+                &replay_config,
+                replay,
+                black_box("ws-000042.hubify.com"),
+                black_box("/api/chat?stream=1"),
+            )
+        })
+    });
+    for (name, cfg, mode) in [
+        ("forward_spread_100k", &config, ListenerMode::Tls),
+        ("replay_spread_100k", &replay_config, replay),
+    ] {
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || {
+                    i = (i + 7919) % 100_000;
+                    format!("{}.hubify.com", label(i))
+                },
+                |host| full_path(&store, cfg, mode, black_box(host.as_str()), "/api/chat"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.finish();
 }
 
