@@ -68,6 +68,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub threads: usize,
+    /// HTTP/1.1 requests without a body or upgrade are served by the router's own HTTP/1 code;
+    /// `false` sends everything through Pingora's engine.
+    pub http1_fast_path: bool,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
 }
@@ -303,6 +306,7 @@ impl Validator<'_> {
         }
         let server = Server {
             threads,
+            http1_fast_path: raw.server.http1_fast_path.unwrap_or(true),
             grace_period: d(raw.server.grace_period, Duration::from_secs(5)),
             shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
         };

@@ -40,6 +40,7 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub threads: Option<usize>,
+    pub http1_fast_path: Option<bool>,
     pub grace_period: Option<ConfDuration>,
     pub shutdown_timeout: Option<ConfDuration>,
 }

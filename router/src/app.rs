@@ -11,11 +11,13 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
-use pingora_proxy::http_proxy_service_with_name;
+use pingora_proxy::http_proxy;
 
 use crate::decide::ListenerMode;
+use crate::front::{Front, Shared};
+use crate::h1::EdgeApp;
 use crate::ops::OpsApp;
-use crate::proxy::{EdgeProxy, Shared};
+use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::routes::RouteStore;
 
@@ -114,6 +116,20 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
     Ok(resolver)
 }
 
+/// One listener's service: the HTTP/1.1 fast path in front of Pingora's proxy, both routing
+/// through the same [`Front`].
+fn edge_service(
+    conf: &Arc<ServerConf>,
+    mode: ListenerMode,
+    shared: &Arc<Shared>,
+    name: &str,
+) -> Service<EdgeApp> {
+    let front = Arc::new(Front::new(mode, shared.clone()));
+    let pingora = http_proxy(conf, EdgeProxy::new(front.clone()));
+    let fast = shared.config.server.http1_fast_path;
+    Service::new(name.to_string(), EdgeApp::new(front, pingora, fast))
+}
+
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.
 pub fn build(config: Config) -> Result<Server, StartError> {
     crate::metrics::init();
@@ -137,8 +153,7 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
-        let proxy = EdgeProxy::new(ListenerMode::Tls, shared.clone());
-        let mut svc = http_proxy_service_with_name(&conf, proxy, "https");
+        let mut svc = edge_service(&conf, ListenerMode::Tls, &shared, "https");
         let tls = crate::tls::settings(certs.clone())
             .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
         if https.proxy_protocol {
@@ -154,8 +169,8 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
-        let proxy = EdgeProxy::new(ListenerMode::Plain(http.dispatch), shared.clone());
-        let mut svc = http_proxy_service_with_name(&conf, proxy, "http");
+        let mode = ListenerMode::Plain(http.dispatch);
+        let mut svc = edge_service(&conf, mode, &shared, "http");
         svc.endpoints()
             .add_listener(ListenerConfig::tcp(http.address.to_string()).l4_buffer(PLAIN_L4_BUFFER));
         tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");

@@ -10,6 +10,8 @@ pub mod app;
 pub mod bound;
 pub mod decide;
 pub mod fly;
+pub mod front;
+pub mod h1;
 pub mod host;
 pub mod metrics;
 pub mod ops;

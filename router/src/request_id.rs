@@ -39,6 +39,17 @@ pub fn header_value(value: Option<&HeaderValue>) -> HeaderValue {
     }
 }
 
+/// [`header_value`] from the raw bytes of the client's header.
+pub fn header_value_from(value: Option<&[u8]>) -> HeaderValue {
+    match value {
+        Some(v) if is_well_formed(v) => {
+            // Well-formed ids are visible ASCII: always a valid header value.
+            HeaderValue::from_bytes(v).unwrap_or_else(|_| header_value(None))
+        }
+        _ => header_value(None),
+    }
+}
+
 /// The text of an id made by [`header_value`] (always ASCII).
 pub fn as_str(id: &HeaderValue) -> &str {
     id.to_str().unwrap_or("-")

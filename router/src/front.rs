@@ -1,0 +1,456 @@
+//! What a listener does with a request, whichever HTTP engine read it: the request id, host →
+//! label, SNI/Host agreement, the route lookup and `decide`, as one [`Answer`]. The HTTP/1.1 fast
+//! path (`h1.rs`) and the Pingora phases (`proxy.rs`, HTTP/2 and everything the fast path hands
+//! over) both call [`Front::route`] and write the answer in their own way, so both answer alike.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use hubify_edge_config::{Config, Reserved};
+
+use crate::decide::{
+    decide, fly_replay_header, replay_cache_ttl_secs, Body, Decision, ListenerMode, RequestFacts,
+    Target,
+};
+use crate::fly::FlyNet;
+use crate::host::{classify, normalize_host, HostMatch};
+use crate::metrics::{self, RequestMetrics};
+use crate::routes::{Lookup, RouteStore};
+
+/// Everything the listeners share: configuration and the route store.
+pub struct Shared {
+    pub config: Config,
+    pub routes: RouteStore,
+    /// 6PN resolver, Machines API client, wakes in flight.
+    pub fly: Arc<FlyNet>,
+}
+
+/// Header names read on every request, parsed once (a `&str` name is parsed on every lookup).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
+pub const FLY_REPLAY_SRC: HeaderName = HeaderName::from_static("fly-replay-src");
+pub const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-failed");
+
+/// Headers a client must not be able to send to a workspace: Fly's replay and routing headers
+/// (the workspace trusts them as coming from Fly's edge).
+pub const STRIPPED_REQUEST_HEADERS: [HeaderName; 6] = [
+    FLY_REPLAY_SRC,
+    FLY_REPLAY_FAILED,
+    HeaderName::from_static("fly-force-region"),
+    HeaderName::from_static("fly-force-instance-id"),
+    HeaderName::from_static("fly-prefer-region"),
+    HeaderName::from_static("fly-prefer-instance-id"),
+];
+
+/// Several Host headers, or one that is not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadHost;
+
+/// A request as [`Front::route`] needs to see it.
+pub trait RequestView {
+    fn method(&self) -> &str;
+    fn path_and_query(&self) -> &str;
+    /// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)
+    /// first, else the single Host header. `Err` when there are several Host headers or it is
+    /// not text.
+    fn host(&self) -> Result<Option<&str>, BadHost>;
+    /// The first value of a header.
+    fn header(&self, name: &HeaderName) -> Option<&[u8]>;
+    fn has_header(&self, name: &HeaderName) -> bool {
+        self.header(name).is_some()
+    }
+    fn is_upgrade(&self) -> bool;
+}
+
+/// Where a forwarded request goes.
+#[derive(Debug)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub rewritten: Option<String>,
+    pub read_timeout: Duration,
+    /// The path rule's idle timeout, for an upgrade request (a WebSocket).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Answer {
+    /// One of the router's own pages.
+    Page {
+        status: u16,
+        outcome: &'static str,
+        detail: Cow<'static, str>,
+        retry_after: bool,
+    },
+    /// `308` to this location.
+    Redirect(String),
+    /// `307` with `fly-replay: value` (and the replay-cache headers when `cache_ttl` is set).
+    Replay {
+        value: String,
+        cache_ttl: Option<u64>,
+    },
+    /// Forward to the upstream.
+    Forward(Plan),
+}
+
+impl Answer {
+    fn page(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
+        Answer::Page {
+            status,
+            outcome,
+            detail: detail.into(),
+            retry_after: false,
+        }
+    }
+
+    fn retry(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
+        Answer::Page {
+            status,
+            outcome,
+            detail: detail.into(),
+            retry_after: true,
+        }
+    }
+}
+
+/// What routing learnt about a request besides the answer.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// The workspace label, kept only when the access log is on.
+    pub label: Option<String>,
+    /// The matched path rule.
+    pub rule: Option<usize>,
+}
+
+/// The detail of the page for an upstream failure answered with `status`.
+pub fn upstream_failure_detail(status: u16) -> &'static str {
+    match status {
+        502 => "The workspace refused the connection or could not be reached.",
+        504 => "The workspace did not answer in time.",
+        400 => "The request could not be read.",
+        _ => "The request failed.",
+    }
+}
+
+/// One listener's behaviour, shared by both HTTP engines.
+pub struct Front {
+    pub mode: ListenerMode,
+    pub scheme: &'static str,
+    /// The plain listener sits behind Fly's http handler: trust `Fly-Client-IP` and Fly's
+    /// `X-Forwarded-Proto`.
+    pub behind_fly: bool,
+    pub shared: Arc<Shared>,
+    pub metrics: RequestMetrics,
+}
+
+impl Front {
+    pub fn new(mode: ListenerMode, shared: Arc<Shared>) -> Front {
+        let (scheme, listener) = match mode {
+            ListenerMode::Tls => ("https", metrics::Listener::Https),
+            ListenerMode::Plain(_) => ("http", metrics::Listener::Http),
+        };
+        let rule_names: Vec<&str> = shared
+            .config
+            .paths
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        let metrics = RequestMetrics::new(listener, &rule_names);
+        let behind_fly = matches!(mode, ListenerMode::Plain(_))
+            && shared
+                .config
+                .listeners
+                .http
+                .as_ref()
+                .is_some_and(|h| h.behind_fly);
+        Front {
+            mode,
+            scheme,
+            behind_fly,
+            shared,
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The client's IP: behind Fly's http handler, `Fly-Client-IP`; else the peer address (on
+    /// the TLS listener with `proxy_protocol`, the address from the PROXY v2 header).
+    pub fn client_ip(&self, req: &impl RequestView, peer: Option<IpAddr>) -> Option<IpAddr> {
+        if self.behind_fly {
+            let fly = req
+                .header(&FLY_CLIENT_IP)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok());
+            if fly.is_some() {
+                return fly;
+            }
+        }
+        peer
+    }
+
+    /// The scheme the client used: behind Fly, Fly's `X-Forwarded-Proto` (Fly terminated TLS).
+    pub fn client_scheme(&self, req: &impl RequestView) -> &'static str {
+        if self.behind_fly {
+            match req.header(&X_FORWARDED_PROTO) {
+                Some(b"https") => return "https",
+                Some(b"http") => return "http",
+                _ => {}
+            }
+        }
+        self.scheme
+    }
+
+    /// The `X-Forwarded-For` value sent upstream: the client's chain with the client appended
+    /// (on the TLS listener), or the client alone (behind Fly: Fly's chain describes its hops).
+    pub fn forwarded_for(
+        &self,
+        req: &impl RequestView,
+        ip: IpAddr,
+    ) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+        match req.header(&X_FORWARDED_FOR).map(std::str::from_utf8) {
+            Some(Ok(prev)) if !prev.trim().is_empty() && !self.behind_fly => {
+                http::HeaderValue::try_from(format!("{prev}, {ip}"))
+            }
+            _ => Ok(crate::proxy::ip_header_value(ip)),
+        }
+    }
+
+    /// What to do with the request. `sni`: the server name the TLS client sent, if any.
+    pub async fn route(
+        &self,
+        req: &impl RequestView,
+        sni: Option<&str>,
+        notes: &mut Notes,
+    ) -> Answer {
+        let config = &self.shared.config;
+        let raw_host = match req.host() {
+            Ok(Some(h)) => h,
+            Ok(None) => return Answer::page(400, "bad_request", "The request has no Host."),
+            Err(BadHost) => {
+                return Answer::page(
+                    400,
+                    "bad_request",
+                    "The Host header is malformed or repeated.",
+                )
+            }
+        };
+        let Some(host) = normalize_host(raw_host) else {
+            return Answer::page(400, "bad_request", "The Host header is malformed.");
+        };
+
+        if self.mode == ListenerMode::Tls {
+            if let Some(sni) = sni {
+                if !sni.eq_ignore_ascii_case(host.as_ref()) {
+                    let detail =
+                        "This connection was opened for another host name; open a new connection.";
+                    return Answer::page(421, "misdirected", detail);
+                }
+            }
+        }
+
+        let label = match classify(&host, &config.domain) {
+            HostMatch::Workspace(label) => label,
+            HostMatch::Apex => {
+                return match config.reserved.get("@") {
+                    Some(r) => self.reserved(req, r),
+                    None => Answer::page(404, "not_found", "No workspace at this address."),
+                }
+            }
+            HostMatch::Outside => {
+                let detail = "This router serves only its own workspace domain.";
+                return Answer::page(404, "not_found", detail);
+            }
+        };
+        if let Some(r) = config.reserved.get(label.as_ref()) {
+            return self.reserved(req, r);
+        }
+        if config.log.access {
+            notes.label = Some(label.to_string());
+        }
+
+        let lookup = self.shared.routes.lookup(&label).await;
+        metrics::route_lookup(match &lookup {
+            Lookup::Found(_) => metrics::LookupResult::Found,
+            Lookup::NotFound => metrics::LookupResult::NotFound,
+            Lookup::Unavailable => metrics::LookupResult::Unavailable,
+            Lookup::Invalid(_) => metrics::LookupResult::Invalid,
+        });
+        let route = match lookup {
+            Lookup::Found(r) => r,
+            Lookup::NotFound => {
+                let detail = format!("There is no workspace named {label:?}.");
+                return Answer::page(404, "not_found", detail);
+            }
+            Lookup::Unavailable => {
+                let detail = "The route store is unavailable; try again shortly.";
+                return Answer::retry(503, "unavailable", detail);
+            }
+            Lookup::Invalid(why) => {
+                tracing::error!(%label, error = %why, "malformed route record");
+                let detail = "The workspace's route is misconfigured.";
+                return Answer::page(502, "bad_route", detail);
+            }
+        };
+
+        let upgrade = req.is_upgrade();
+        let method = req.method();
+        let body = Body::classify(
+            method,
+            req.header(&http::header::CONTENT_LENGTH),
+            req.has_header(&http::header::TRANSFER_ENCODING),
+        );
+        let facts = RequestFacts {
+            path_and_query: req.path_and_query(),
+            upgrade,
+            body,
+            replay_src: req.has_header(&FLY_REPLAY_SRC),
+            replay_failed: req
+                .header(&FLY_REPLAY_FAILED)
+                .map(|v| std::str::from_utf8(v).unwrap_or("")),
+        };
+        match decide(&route, &facts, &config.paths, self.mode) {
+            Decision::Respond(status) => {
+                Answer::page(status, "not_found", "No path rule matches this path.")
+            }
+            Decision::Replay(to) => {
+                match fly_replay_header(&to.app, &to.instance, &config.replay) {
+                    Ok(value) => Answer::Replay {
+                        value,
+                        cache_ttl: replay_cache_ttl_secs(&config.replay),
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "route cannot be replayed");
+                        Answer::page(502, "bad_route", "The workspace's route is misconfigured.")
+                    }
+                }
+            }
+            Decision::Refuse(r) => Answer::page(r.status(), r.outcome(), r.detail()),
+            Decision::ReplayFailed(reason) => {
+                tracing::warn!(%label, reason = reason.as_str(), "fly-replay failed: answering the fallback request");
+                Answer::retry(503, "replay_failed", reason.detail())
+            }
+            Decision::Forward(fwd) => {
+                notes.rule = Some(fwd.rule_index);
+                let ip = match fwd.target {
+                    Target::Address(ip) => ip,
+                    Target::Machine => {
+                        let (Some(app), Some(machine)) = (&route.app, &route.machine_id) else {
+                            let detail =
+                                "The workspace's route names neither an address nor a machine.";
+                            return Answer::page(502, "bad_route", detail);
+                        };
+                        match self.shared.fly.address(app, machine, fwd.port).await {
+                            Ok(ip) => IpAddr::V6(ip),
+                            Err(e) => {
+                                let (status, detail, outcome, retry) = e.answer();
+                                if let crate::fly::FlyError::Dns(why) = &e {
+                                    tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
+                                }
+                                return Answer::Page {
+                                    status,
+                                    outcome,
+                                    detail: detail.into(),
+                                    retry_after: retry,
+                                };
+                            }
+                        }
+                    }
+                };
+                // A WebSocket stays open while idle for the rule's idle timeout, on both sides.
+                let idle_timeout = if upgrade { fwd.rule.idle_timeout } else { None };
+                Answer::Forward(Plan {
+                    addr: SocketAddr::new(ip, fwd.port),
+                    rewritten: fwd.rewritten,
+                    read_timeout: idle_timeout.unwrap_or(config.upstream.read_timeout),
+                    idle_timeout,
+                })
+            }
+        }
+    }
+
+    fn reserved(&self, req: &impl RequestView, r: &Reserved) -> Answer {
+        match r {
+            Reserved::Redirect(base) => Answer::Redirect(format!("{base}{}", req.path_and_query())),
+            Reserved::Upstream(addr) => Answer::Forward(Plan {
+                addr: *addr,
+                rewritten: None,
+                read_timeout: self.shared.config.upstream.read_timeout,
+                idle_timeout: None,
+            }),
+        }
+    }
+}
+
+/// One finished request, for the metrics and the access log.
+pub struct Finished<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub label: Option<&'a str>,
+    pub outcome: &'static str,
+    pub rule: Option<usize>,
+    pub status: u16,
+    pub elapsed: Duration,
+    /// `false` for an upgraded session (counted, not timed).
+    pub timed: bool,
+    pub upstream: Option<SocketAddr>,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    pub client: Option<IpAddr>,
+    pub error: &'a str,
+}
+
+impl Front {
+    /// Counts a finished request and writes its access-log line (when the access log is on).
+    pub fn finish(&self, f: &Finished<'_>) {
+        let outcome = metrics::Outcome::from_name(f.outcome);
+        self.metrics
+            .request(outcome, f.rule, f.status, f.timed.then_some(f.elapsed));
+        if !self.shared.config.log.access {
+            return;
+        }
+        let rule = f
+            .rule
+            .and_then(|i| self.shared.config.paths.get(i))
+            .map(|r| r.name.as_str())
+            .unwrap_or(metrics::NO_RULE);
+        // Never headers (cookies, authorization) nor the path: only what identifies the request.
+        tracing::info!(
+            target: "access",
+            request_id = f.request_id,
+            listener = self.scheme,
+            method = f.method,
+            label = f.label.unwrap_or("-"),
+            outcome = f.outcome,
+            rule,
+            status = f.status,
+            duration_ms = f.elapsed.as_secs_f64() * 1000.0,
+            upstream = %OrDash(f.upstream),
+            bytes_sent = f.bytes_sent,
+            bytes_received = f.bytes_received,
+            client = %OrDash(f.client),
+            error = f.error,
+            "request"
+        );
+    }
+}
+
+/// `Display` of an optional value: the value, or `-`.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}

@@ -1,0 +1,1473 @@
+//! The HTTP/1.1 fast path: the common requests — HTTP/1.1, origin-form target, no request body,
+//! no upgrade — are read, answered or forwarded here, on the connection's own task, with one
+//! read and one write per side when the messages fit. Everything else is handed, at a request
+//! boundary and with the bytes already read put back, to Pingora's engine (`proxy.rs`), which
+//! also serves HTTP/2: request bodies, WebSockets, `Expect`, HTTP/1.0, absolute-form targets,
+//! unusual bytes in the path, heads over 16 KiB and anything that does not parse.
+//!
+//! Why: Pingora's per-request machinery (a ~14 KB boxed future per request, header maps built
+//! and cloned, a `getpeername` per pooled upstream connection) puts its floor at ~0.6× nginx on
+//! the plain forward and costs ~36 KiB per idle keep-alive connection (docs/performance.md).
+//! Both engines route through [`Front::route`], so they give the same answers.
+//!
+//! Upstream connections of the fast path are pooled per worker thread (each worker runs its own
+//! single-threaded runtime): at most `upstream.keepalive_pool` idle connections, the oldest
+//! dropped first, none kept past `upstream.keepalive_timeout`. A request on a pooled connection
+//! that fails before any byte of a response arrived is sent once more on a new connection (the
+//! upstream closed the idle connection); fast-path requests have no body, so that is safe.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use http::HeaderName;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::front::{
+    upstream_failure_detail, Answer, BadHost, Finished, Front, Notes, Plan, RequestView,
+    STRIPPED_REQUEST_HEADERS,
+};
+use crate::metrics::{self, UpstreamErrorKind};
+use crate::pages;
+use crate::proxy::EdgeProxy;
+use crate::request_id;
+use crate::shutdown::InFlight;
+use crate::tls::Sni;
+
+/// Request heads larger than this are handed to Pingora (which allows larger ones).
+const HEAD_LIMIT: usize = 16 * 1024;
+/// More request headers than this: handed to Pingora.
+const MAX_HEADERS: usize = 64;
+/// Response heads from an upstream: at most this many headers and bytes.
+const MAX_RESPONSE_HEADERS: usize = 128;
+const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
+/// How long a keep-alive connection may wait for its next request (Pingora's HTTP/1 default).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// How long the rest of a request head may take once its first bytes arrived (Pingora's
+/// downstream read timeout).
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one write to the client may block (nginx's `send_timeout`).
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read size for request heads; grows up to [`HEAD_LIMIT`] for larger heads.
+const HEAD_READ: usize = 2048;
+/// Read size for response bodies.
+const BODY_READ: usize = 16 * 1024;
+
+/// A listener's application: the fast path, with Pingora's proxy for what it hands over.
+pub struct EdgeApp {
+    front: Arc<Front>,
+    pingora: Arc<HttpProxy<EdgeProxy>>,
+    fast: bool,
+}
+
+impl EdgeApp {
+    /// `fast`: whether HTTP/1.1 requests take the fast path (`server.http1_fast_path`).
+    pub fn new(front: Arc<Front>, pingora: HttpProxy<EdgeProxy>, fast: bool) -> EdgeApp {
+        EdgeApp {
+            front,
+            pingora: Arc::new(pingora),
+            fast,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !self.fast || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.pingora, stream, shutdown).await;
+        }
+        let handed = serve(&self.front, stream, shutdown).await?;
+        ServerApp::process_new(&self.pingora, handed, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.pingora).await
+    }
+}
+
+/// What became of one request.
+enum Next {
+    /// Served; the connection can take the next one.
+    KeepAlive,
+    /// Served (or failed); close the connection.
+    Close,
+    /// Not for the fast path: hand the connection, from this request on, to Pingora.
+    HandOver,
+}
+
+/// The connection facts every request needs, read once.
+struct ConnInfo {
+    peer: Option<IpAddr>,
+    sni: Option<String>,
+}
+
+/// Serves a connection's requests until it closes (`None`) or one is handed over (`Some`: the
+/// stream with the bytes read so far put back).
+async fn serve(front: &Front, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    let info = ConnInfo {
+        peer: io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
+        sni: io
+            .get_ssl_digest()
+            .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
+    };
+    let mut shutdown = shutdown.clone();
+    let mut buf = BytesMut::new();
+    loop {
+        match read_head(&mut io, &mut buf, &mut shutdown).await {
+            HeadRead::Complete => {}
+            HeadRead::Closed => {
+                Shutdown::shutdown(&mut *io).await;
+                return None;
+            }
+            HeadRead::HandOver => return Some(rewound(io, buf)),
+        }
+        let closing = *shutdown.borrow();
+        let (next, consumed) = request(front, &mut io, &buf, &info, closing).await;
+        match next {
+            Next::KeepAlive => buf.advance(consumed),
+            Next::Close => {
+                Shutdown::shutdown(&mut *io).await;
+                return None;
+            }
+            Next::HandOver => return Some(rewound(io, buf)),
+        }
+        if buf.is_empty() && buf.capacity() > HEAD_READ {
+            // A keep-alive connection waits with a small buffer.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+enum HeadRead {
+    Complete,
+    Closed,
+    HandOver,
+}
+
+/// Reads until `buf` holds a whole request head.
+async fn read_head(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> HeadRead {
+    loop {
+        if head_complete(buf) {
+            return HeadRead::Complete;
+        }
+        if buf.len() >= HEAD_LIMIT {
+            return HeadRead::HandOver;
+        }
+        let idle = buf.is_empty();
+        if idle && *shutdown.borrow() {
+            return HeadRead::Closed;
+        }
+        buf.reserve(HEAD_READ);
+        let read = io.read_buf(buf);
+        let n = if idle {
+            tokio::select! {
+                r = tokio::time::timeout(KEEPALIVE_IDLE, read) => r,
+                _ = changed(shutdown) => return HeadRead::Closed,
+            }
+        } else {
+            tokio::time::timeout(HEAD_READ_TIMEOUT, read).await
+        };
+        match n {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return HeadRead::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Resolves when the shutdown flag changes; never when its sender is gone.
+async fn changed(shutdown: &mut ShutdownWatch) {
+    if shutdown.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether `buf` holds the end of a head: an empty line (CRLF or a bare LF).
+fn head_complete(buf: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i + 1;
+        match buf.get(at) {
+            Some(b'\n') => return true,
+            Some(b'\r') if buf.get(at + 1) == Some(&b'\n') => return true,
+            _ => from = at,
+        }
+    }
+    false
+}
+
+/// Bytes a path may carry on the fast path (RFC 3986 unreserved, sub-delims, `:@/?%`); others
+/// go to Pingora, which decides about them as before.
+fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'/'
+                        | b'?'
+                        | b'%'
+                )
+        })
+}
+
+/// Header names that describe one hop and are never forwarded (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A parsed fast-path request.
+struct H1Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [httparse::Header<'a>],
+    host: Result<Option<&'a str>, BadHost>,
+    /// Header names the client's `Connection` header lists (hop-by-hop).
+    connection_names: Vec<&'a str>,
+    close: bool,
+}
+
+impl RequestView for H1Request<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn path_and_query(&self) -> &str {
+        self.path
+    }
+    fn host(&self) -> Result<Option<&str>, BadHost> {
+        self.host
+    }
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str();
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+    fn is_upgrade(&self) -> bool {
+        false
+    }
+}
+
+/// Text as `HeaderValue::to_str` accepts it: visible ASCII, space and tab.
+fn header_text(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
+/// Comma-separated tokens of a header value, trimmed.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Reads the head at the start of `buf` and decides whether the fast path takes it.
+fn parse<'a>(
+    buf: &'a [u8],
+    headers: &'a mut [httparse::Header<'a>; MAX_HEADERS],
+) -> Option<(H1Request<'a>, usize)> {
+    let mut req = httparse::Request::new(headers);
+    let httparse::Status::Complete(len) = req.parse(buf).ok()? else {
+        return None;
+    };
+    if req.version != Some(1) {
+        return None;
+    }
+    let method = req.method?;
+    let path = req.path?;
+    if method == "CONNECT" || !plain_path(path) {
+        return None;
+    }
+    let headers: &'a [httparse::Header<'a>] = req.headers;
+    let mut host = Ok(None);
+    let mut connection_names = Vec::new();
+    let mut close = false;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            if h.value.trim_ascii() != b"0" {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    return None;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    connection_names.push(std::str::from_utf8(t).ok()?);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host = match host {
+                Ok(None) => header_text(h.value).map(Some).ok_or(BadHost),
+                _ => Err(BadHost),
+            };
+        }
+    }
+    Some((
+        H1Request {
+            method,
+            path,
+            headers,
+            host,
+            connection_names,
+            close,
+        },
+        len,
+    ))
+}
+
+/// One request: routed, answered or forwarded, counted. Returns what follows and the length
+/// of its head.
+async fn request(
+    front: &Front,
+    io: &mut Stream,
+    buf: &[u8],
+    info: &ConnInfo,
+    closing: bool,
+) -> (Next, usize) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let Some((req, len)) = parse(buf, &mut headers) else {
+        return (Next::HandOver, 0);
+    };
+    let _in_flight = InFlight::enter();
+    let start = Instant::now();
+    let request_id = request_id::header_value_from(req.header(&crate::front::X_REQUEST_ID));
+    let rid = request_id::as_str(&request_id);
+    let close = req.close || closing;
+    let mut notes = Notes::default();
+    let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    let head_only = req.method == "HEAD";
+    let mut done = Done {
+        outcome: "error",
+        status: 0,
+        bytes_sent: 0,
+        close,
+        error: "-",
+    };
+    let mut upstream = None;
+    match answer {
+        Answer::Page {
+            status,
+            outcome,
+            detail,
+            retry_after,
+        } => {
+            let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+            let extra: &[(&str, &str)] = if retry_after {
+                &[("retry-after", "5")]
+            } else {
+                &[]
+            };
+            done.outcome = outcome;
+            page(io, &mut done, status, &detail, rid, json, head_only, extra).await;
+        }
+        Answer::Redirect(location) => {
+            done.outcome = "redirect";
+            let headers = [("location", location.as_str()), ("content-length", "0")];
+            small(io, &mut done, 308, &headers, rid).await;
+        }
+        Answer::Replay { value, cache_ttl } => {
+            done.outcome = "replay";
+            let ttl = cache_ttl.map(|t| t.to_string());
+            let mut headers = vec![("content-length", "0"), ("fly-replay", value.as_str())];
+            if let Some(ttl) = &ttl {
+                headers.push(("fly-replay-cache", "/*"));
+                headers.push(("fly-replay-cache-ttl-secs", ttl.as_str()));
+            }
+            small(io, &mut done, 307, &headers, rid).await;
+        }
+        Answer::Forward(plan) => {
+            done.outcome = "forward";
+            upstream = Some(plan.addr);
+            forward(front, io, &req, &plan, info, rid, &mut done).await;
+        }
+    }
+    front.finish(&Finished {
+        request_id: rid,
+        method: req.method,
+        label: notes.label.as_deref(),
+        outcome: done.outcome,
+        rule: notes.rule,
+        status: done.status,
+        elapsed: start.elapsed(),
+        timed: true,
+        upstream,
+        bytes_sent: done.bytes_sent,
+        bytes_received: 0,
+        client: front.client_ip(&req, info.peer),
+        error: done.error,
+    });
+    let next = if done.close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    };
+    (next, len)
+}
+
+/// How a request went.
+struct Done {
+    outcome: &'static str,
+    status: u16,
+    /// Response body bytes written to the client.
+    bytes_sent: usize,
+    /// The connection closes after this response.
+    close: bool,
+    /// What failed, for the access log.
+    error: &'static str,
+}
+
+/// Appends `name: value\r\n`.
+fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa(status as u64).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa(mut n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    String::from_utf8_lossy(&digits[i..]).into_owned()
+}
+
+/// Ends a head: the request id, `connection: close` when closing, the empty line.
+fn end_head(out: &mut Vec<u8>, rid: &str, close: bool) {
+    put_header(out, "x-request-id", rid.as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes all of `bytes` to the client and flushes; a failure or timeout closes the connection.
+async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => true,
+        _ => {
+            done.close = true;
+            done.error = "write_error";
+            false
+        }
+    }
+}
+
+/// One of the router's own pages.
+#[allow(clippy::too_many_arguments)]
+async fn page(
+    io: &mut Stream,
+    done: &mut Done,
+    status: u16,
+    detail: &str,
+    rid: &str,
+    json: bool,
+    head_only: bool,
+    extra: &[(&str, &str)],
+) {
+    let (content_type, body) = pages::render(status, detail, rid, json);
+    let mut out = Vec::with_capacity(256 + body.len());
+    status_line(&mut out, status, pages::reason(status));
+    put_header(&mut out, "content-type", content_type.as_bytes());
+    put_header(
+        &mut out,
+        "content-length",
+        itoa(body.len() as u64).as_bytes(),
+    );
+    put_header(&mut out, "cache-control", b"no-store");
+    for (name, value) in extra {
+        put_header(&mut out, name, value.as_bytes());
+    }
+    end_head(&mut out, rid, done.close);
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    done.status = status;
+    if send(io, &out, done).await && !head_only {
+        done.bytes_sent = body.len();
+    }
+}
+
+/// A response without a body (redirects, replays).
+async fn small(io: &mut Stream, done: &mut Done, status: u16, headers: &[(&str, &str)], rid: &str) {
+    let mut out = Vec::with_capacity(256);
+    status_line(&mut out, status, pages::reason(status));
+    for (name, value) in headers {
+        put_header(&mut out, name, value.as_bytes());
+    }
+    end_head(&mut out, rid, done.close);
+    done.status = status;
+    send(io, &out, done).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding.
+
+/// An idle upstream connection.
+struct Pooled {
+    addr: SocketAddr,
+    stream: TcpStream,
+    since: Instant,
+}
+
+thread_local! {
+    /// This worker's idle upstream connections, oldest first.
+    static POOL: RefCell<VecDeque<Pooled>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// An idle connection to `addr`, the most recently used first; expired ones are dropped.
+fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let now = Instant::now();
+        while pool
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) > max_idle)
+        {
+            pool.pop_front();
+        }
+        let i = pool.iter().rposition(|c| c.addr == addr)?;
+        pool.remove(i).map(|c| c.stream)
+    })
+}
+
+fn checkin(addr: SocketAddr, stream: TcpStream, capacity: usize) {
+    if capacity == 0 {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        pool.push_back(Pooled {
+            addr,
+            stream,
+            since: Instant::now(),
+        });
+        while pool.len() > capacity {
+            pool.pop_front();
+        }
+    })
+}
+
+/// Why forwarding failed.
+#[derive(Debug)]
+struct Failure {
+    kind: UpstreamErrorKind,
+    /// Nothing of a response arrived on a reused connection: worth one more try.
+    retry: bool,
+}
+
+impl Failure {
+    fn new(kind: UpstreamErrorKind) -> Failure {
+        Failure { kind, retry: false }
+    }
+
+    fn status(&self) -> u16 {
+        match self.kind {
+            UpstreamErrorKind::ReadTimeout | UpstreamErrorKind::WriteTimeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+    let started = Instant::now();
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(Failure::new(UpstreamErrorKind::ConnectTimeout)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(Failure::new(UpstreamErrorKind::ConnectRefused))
+        }
+        Ok(Err(_)) => return Err(Failure::new(UpstreamErrorKind::ConnectError)),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    metrics::upstream().connected(false, Some(started.elapsed()));
+    Ok(stream)
+}
+
+/// The request head sent upstream: the client's headers without hop-by-hop ones, Fly's routing
+/// headers and the ones the router sets, then the router's.
+fn upstream_head(
+    front: &Front,
+    req: &H1Request<'_>,
+    plan: &Plan,
+    info: &ConnInfo,
+    rid: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(plan.rewritten.as_deref().unwrap_or(req.path).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers {
+        let name = h.name;
+        if hop_by_hop(name)
+            || name.eq_ignore_ascii_case("x-request-id")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || req
+                .connection_names
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if name.len() > 4
+            && name.as_bytes()[..4].eq_ignore_ascii_case(b"fly-")
+            && STRIPPED_REQUEST_HEADERS
+                .iter()
+                .any(|s| s.as_str().eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        put_header(&mut out, name, h.value);
+    }
+    if let Ok(Some(host)) = req.host {
+        put_header(&mut out, "x-forwarded-host", host.as_bytes());
+    }
+    if let Some(ip) = front.client_ip(req, info.peer) {
+        if let Ok(xff) = front.forwarded_for(req, ip) {
+            put_header(&mut out, "x-forwarded-for", xff.as_bytes());
+        }
+    }
+    put_header(
+        &mut out,
+        "x-forwarded-proto",
+        front.client_scheme(req).as_bytes(),
+    );
+    put_header(&mut out, "x-request-id", rid.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How the body of a response is delimited.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: sent on chunked (`rechunk`) or raw with the client closed.
+    Eof {
+        rechunk: bool,
+    },
+}
+
+/// The parts of an upstream response head the relay needs.
+struct ResponseHead {
+    /// The head as sent to the client.
+    out: Vec<u8>,
+    status: u16,
+    framing: Framing,
+    /// The upstream connection can be reused after the body.
+    reusable: bool,
+    /// The client connection must close after the body.
+    close: bool,
+    /// The length of the upstream's head in its buffer.
+    len: usize,
+}
+
+/// Parses an upstream response head at the start of `buf`. `Ok(None)`: incomplete.
+fn response_head(
+    buf: &[u8],
+    head_only: bool,
+    close: bool,
+    rid: &str,
+) -> Result<Option<ResponseHead>, Failure> {
+    let invalid = || Failure::new(UpstreamErrorKind::InvalidResponse);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < RESPONSE_HEAD_LIMIT => return Ok(None),
+        _ => return Err(invalid()),
+    };
+    let status = resp.code.ok_or_else(invalid)?;
+    let version = resp.version.ok_or_else(invalid)?;
+    let mut keep_alive = version == 1;
+    let mut chunked = false;
+    let mut te = false;
+    let mut length: Option<u64> = None;
+    let mut connection_names: Vec<&str> = Vec::new();
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = keep_alive || version == 0;
+                } else if let Ok(t) = std::str::from_utf8(t) {
+                    connection_names.push(t);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = tokens(h.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value.trim_ascii())
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(invalid)?;
+            if length.is_some_and(|l| l != v) {
+                return Err(invalid());
+            }
+            length = Some(v);
+        }
+    }
+    let no_body = head_only || status == 204 || status == 304 || (100..200).contains(&status);
+    let framing = if no_body {
+        Framing::Empty
+    } else if te {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Eof { rechunk: false }
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Eof { rechunk: true }
+    };
+    let close = close || framing == Framing::Eof { rechunk: false };
+    let reusable = keep_alive && !matches!(framing, Framing::Eof { .. });
+
+    let mut out = Vec::with_capacity(len + 64);
+    status_line(&mut out, status, resp.reason.unwrap_or(""));
+    let mut wrote_length = false;
+    for h in resp.headers.iter() {
+        let name = h.name;
+        if hop_by_hop(name)
+            || name.eq_ignore_ascii_case("x-request-id")
+            || connection_names
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            // A length beside a transfer coding is not sent on (RFC 9112 §6.3); repeated equal
+            // lengths are sent once.
+            if te || wrote_length {
+                continue;
+            }
+            wrote_length = true;
+        }
+        put_header(&mut out, name, h.value);
+    }
+    if framing == (Framing::Eof { rechunk: true }) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if (100..200).contains(&status) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        end_head(&mut out, rid, close);
+    }
+    Ok(Some(ResponseHead {
+        out,
+        status,
+        framing,
+        reusable,
+        close,
+        len,
+    }))
+}
+
+/// Reads into `buf` (at most [`BODY_READ`] more) within `timeout`.
+async fn read_some(
+    up: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<usize, UpstreamErrorKind> {
+    buf.reserve(BODY_READ);
+    match tokio::time::timeout(timeout, up.read_buf(buf)).await {
+        Err(_) => Err(UpstreamErrorKind::ReadTimeout),
+        Ok(Err(_)) => Err(UpstreamErrorKind::ReadError),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Sends the request on `up` and reads the response head (1xx heads are relayed on the way).
+async fn exchange(
+    io: &mut Stream,
+    up: &mut TcpStream,
+    head: &[u8],
+    rbuf: &mut BytesMut,
+    plan: &Plan,
+    write_timeout: Duration,
+    reused: bool,
+    (head_only, close, rid): (bool, bool, &str),
+    done: &mut Done,
+) -> Result<ResponseHead, Failure> {
+    let retry = |kind| Failure {
+        kind,
+        retry: reused,
+    };
+    match tokio::time::timeout(write_timeout, up.write_all(head)).await {
+        Err(_) => return Err(Failure::new(UpstreamErrorKind::WriteTimeout)),
+        Ok(Err(_)) => return Err(retry(UpstreamErrorKind::WriteError)),
+        Ok(Ok(())) => {}
+    }
+    let mut got_any = false;
+    loop {
+        if !rbuf.is_empty() {
+            if let Some(resp) = response_head(rbuf, head_only, close, rid)? {
+                if (100..200).contains(&resp.status) {
+                    if resp.status == 101 {
+                        return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
+                    }
+                    // Informational (103 Early Hints): relayed, then the final response.
+                    rbuf.advance(resp.len);
+                    if !send(io, &resp.out, done).await {
+                        return Err(Failure::new(UpstreamErrorKind::Other));
+                    }
+                    continue;
+                }
+                return Ok(resp);
+            }
+        }
+        match read_some(up, rbuf, plan.read_timeout).await {
+            Ok(0) if !got_any => return Err(retry(UpstreamErrorKind::Closed)),
+            Ok(0) => return Err(Failure::new(UpstreamErrorKind::Closed)),
+            Ok(_) => got_any = true,
+            Err(UpstreamErrorKind::ReadError) if !got_any => {
+                return Err(retry(UpstreamErrorKind::ReadError))
+            }
+            Err(kind) => return Err(Failure::new(kind)),
+        }
+    }
+}
+
+/// Forwards the request and relays the response.
+async fn forward(
+    front: &Front,
+    io: &mut Stream,
+    req: &H1Request<'_>,
+    plan: &Plan,
+    info: &ConnInfo,
+    rid: &str,
+    done: &mut Done,
+) {
+    let up_conf = &front.config().upstream;
+    let head = upstream_head(front, req, plan, info, rid);
+    let head_only = req.method == "HEAD";
+    let mut rbuf = BytesMut::with_capacity(BODY_READ);
+    let mut pooled = checkout(plan.addr, up_conf.keepalive_timeout);
+    let (mut up, resp) = loop {
+        let reused = pooled.is_some();
+        let mut up = match pooled.take() {
+            Some(s) => {
+                metrics::upstream().connected(true, None);
+                s
+            }
+            None => match connect(plan.addr, up_conf.connect_timeout).await {
+                Ok(s) => s,
+                Err(f) => return failed(io, req, done, rid, f).await,
+            },
+        };
+        rbuf.clear();
+        let args = (head_only, done.close, rid);
+        match exchange(
+            io,
+            &mut up,
+            &head,
+            &mut rbuf,
+            plan,
+            up_conf.write_timeout,
+            reused,
+            args,
+            done,
+        )
+        .await
+        {
+            Ok(resp) => break (up, resp),
+            Err(f) if f.retry => continue,
+            Err(f) => return failed(io, req, done, rid, f).await,
+        }
+    };
+    done.status = resp.status;
+    done.close |= resp.close;
+    rbuf.advance(resp.len);
+    match relay(io, &mut up, rbuf, resp, plan.read_timeout, done).await {
+        Ok(true) => checkin(plan.addr, up, up_conf.keepalive_pool),
+        Ok(false) => {}
+        Err(kind) => {
+            // The head went out: the client can only learn of it by the connection closing.
+            tracing::warn!(error = kind.as_str(), upstream = %plan.addr, "response cut short");
+            metrics::upstream().error(kind);
+            done.close = true;
+            done.outcome = "error";
+            done.error = kind.as_str();
+        }
+    }
+}
+
+/// An upstream failure before any response went to the client: a 502/504 page.
+async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str, f: Failure) {
+    metrics::upstream().error(f.kind);
+    tracing::debug!(error = f.kind.as_str(), "upstream failed");
+    let status = f.status();
+    done.outcome = "error";
+    done.error = f.kind.as_str();
+    let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+    let head_only = req.method == "HEAD";
+    let detail = upstream_failure_detail(status);
+    page(io, done, status, detail, rid, json, head_only, &[]).await;
+}
+
+/// Relays the body after the head. `Ok(true)`: the upstream connection can be pooled.
+async fn relay(
+    io: &mut Stream,
+    up: &mut TcpStream,
+    mut rbuf: BytesMut,
+    resp: ResponseHead,
+    read_timeout: Duration,
+    done: &mut Done,
+) -> Result<bool, UpstreamErrorKind> {
+    let mut out = resp.out;
+    match resp.framing {
+        Framing::Empty => {
+            let ok = send(io, &out, done).await;
+            Ok(ok && resp.reusable && rbuf.is_empty())
+        }
+        Framing::Length(total) => {
+            let mut left = total;
+            let first = (rbuf.len() as u64).min(left) as usize;
+            out.extend_from_slice(&rbuf[..first]);
+            rbuf.advance(first);
+            left -= first as u64;
+            // More bytes than the length: the connection is out of step; not reused.
+            let extra = !rbuf.is_empty();
+            if !send(io, &out, done).await {
+                return Ok(false);
+            }
+            done.bytes_sent += first;
+            while left > 0 {
+                rbuf.clear();
+                let n = read_some(up, &mut rbuf, read_timeout).await?;
+                if n == 0 {
+                    return Err(UpstreamErrorKind::Closed);
+                }
+                let take = (n as u64).min(left) as usize;
+                if !send(io, &rbuf[..take], done).await {
+                    return Ok(false);
+                }
+                done.bytes_sent += take;
+                left -= take as u64;
+                if take < n {
+                    return Ok(false);
+                }
+            }
+            Ok(resp.reusable && !extra)
+        }
+        Framing::Chunked => {
+            let mut scan = Chunked::default();
+            let mut body = rbuf.split();
+            loop {
+                let end = scan
+                    .feed(&body)
+                    .map_err(|_| UpstreamErrorKind::InvalidResponse)?;
+                let take = end.unwrap_or(body.len());
+                out.extend_from_slice(&body[..take]);
+                if !send(io, &out, done).await {
+                    return Ok(false);
+                }
+                done.bytes_sent += take;
+                if end.is_some() {
+                    return Ok(resp.reusable && take == body.len());
+                }
+                out.clear();
+                body.clear();
+                if read_some(up, &mut body, read_timeout).await? == 0 {
+                    return Err(UpstreamErrorKind::Closed);
+                }
+            }
+        }
+        Framing::Eof { rechunk } => {
+            let mut body = rbuf.split();
+            loop {
+                if !body.is_empty() {
+                    if rechunk {
+                        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        out.extend_from_slice(&body);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&body);
+                    }
+                    done.bytes_sent += body.len();
+                }
+                if !out.is_empty() && !send(io, &out, done).await {
+                    return Ok(false);
+                }
+                out.clear();
+                body.clear();
+                if read_some(up, &mut body, read_timeout).await? == 0 {
+                    if rechunk && !send(io, b"0\r\n\r\n", done).await {
+                        return Ok(false);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Finds the end of a chunked body (RFC 9112 §7.1), fed in pieces.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// In the trailer section, at the start of a line.
+    TrailerLineStart,
+    TrailerLine,
+    EndLf,
+}
+
+#[derive(Debug)]
+struct BadChunk;
+
+impl Chunked {
+    /// Feeds the next bytes; `Ok(Some(n))`: the body ends after `n` of them.
+    fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(BadChunk);
+                        }
+                        self.size = self.size * 16 + d;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = ChunkState::Extension,
+                    b'\r' if self.digits > 0 => self.state = ChunkState::SizeLf,
+                    b'\n' if self.digits > 0 => self.size_done(),
+                    _ => return Err(BadChunk),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => self.size_done(),
+                    _ => {}
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.size_done();
+                }
+                ChunkState::Data => {
+                    let take = (self.size).min((bytes.len() - i) as u64);
+                    self.size -= take;
+                    i += take as usize;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => match b {
+                    b'\r' => self.state = ChunkState::DataLf,
+                    b'\n' => self.state = ChunkState::Size,
+                    _ => return Err(BadChunk),
+                },
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerLineStart => match b {
+                    b'\r' => self.state = ChunkState::EndLf,
+                    b'\n' => return Ok(Some(i + 1)),
+                    _ => self.state = ChunkState::TrailerLine,
+                },
+                ChunkState::TrailerLine => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerLineStart;
+                    }
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    return Ok(Some(i + 1));
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn size_done(&mut self) {
+        self.state = if self.size == 0 {
+            ChunkState::TrailerLineStart
+        } else {
+            ChunkState::Data
+        };
+        self.digits = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handing a connection to Pingora.
+
+/// The stream with the bytes the fast path read but did not serve put back in front.
+fn rewound(io: Stream, buf: BytesMut) -> Stream {
+    if buf.is_empty() {
+        return io;
+    }
+    Box::new(Rewound { prefix: buf, io })
+}
+
+#[derive(Debug)]
+struct Rewound {
+    prefix: BytesMut,
+    io: Stream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for Rewound {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.io).await
+    }
+}
+
+impl UniqueID for Rewound {
+    fn id(&self) -> UniqueIDType {
+        self.io.id()
+    }
+}
+
+impl Ssl for Rewound {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.io.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.io.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.io.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Rewound {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.io.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.io.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.io.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Rewound {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.io.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.io.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for Rewound {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.io.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.io.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for Rewound {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if self.prefix.len() >= buf.len() {
+            buf.copy_from_slice(&self.prefix[..buf.len()]);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_ends_at_an_empty_line() {
+        assert!(!head_complete(b""));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: a\n\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+    }
+
+    #[test]
+    fn fast_path_takes_only_simple_requests() {
+        let take = |raw: &[u8]| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse(raw, &mut headers).map(|(r, n)| (r.close, r.host.map(|h| h.map(String::from)), n))
+        };
+        let simple = b"GET /a?b=c HTTP/1.1\r\nHost: x.example.com\r\n\r\n";
+        assert_eq!(
+            take(simple),
+            Some((false, Ok(Some("x.example.com".to_string())), simple.len()))
+        );
+        assert!(
+            take(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .is_some_and(|(close, _, _)| close)
+        );
+        assert!(take(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").is_some());
+        for refused in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /{x} HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            assert!(
+                take(refused).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(take(two).map(|t| t.1), Some(Err(BadHost)));
+    }
+
+    fn scan_all(body: &[u8], piece: usize) -> Result<Option<usize>, BadChunk> {
+        let mut c = Chunked::default();
+        let mut at = 0;
+        for p in body.chunks(piece.max(1)) {
+            if let Some(n) = c.feed(p)? {
+                return Ok(Some(at + n));
+            }
+            at += p.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_end_is_found_in_any_pieces() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for piece in 1..body.len() {
+            assert_eq!(scan_all(body, piece).expect("valid"), Some(end), "{piece}");
+        }
+        assert_eq!(scan_all(b"0\r\n\r\n", 100).expect("valid"), Some(5));
+        assert_eq!(scan_all(b"3\r\nabc\r\n", 100).expect("valid"), None);
+        assert!(scan_all(b"zz\r\n", 100).is_err());
+        assert!(scan_all(b"3\r\nabcX\r\n", 100).is_err());
+        assert!(scan_all(b"ffffffffffffffff\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn response_heads_are_framed() {
+        let h = |raw: &[u8], head_only: bool| {
+            response_head(raw, head_only, false, "rid")
+                .expect("valid")
+                .expect("complete")
+        };
+        let r = h(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            false,
+        );
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(r.reusable && !r.close);
+        let out = String::from_utf8(r.out).expect("text");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(out.contains("Content-Length: 5\r\n") && out.contains("x-request-id: rid\r\n"));
+        assert!(!out.to_ascii_lowercase().contains("connection"));
+
+        let r = h(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!String::from_utf8(r.out)
+            .expect("text")
+            .contains("Content-Length"));
+
+        let r = h(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::Eof { rechunk: true });
+        assert!(!r.reusable && !r.close);
+        assert!(String::from_utf8(r.out)
+            .expect("text")
+            .contains("transfer-encoding: chunked"));
+
+        let r = h(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert_eq!(r.framing, Framing::Empty);
+        let r = h(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!r.reusable);
+        let r = h(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::Empty);
+        assert!(r.reusable);
+
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"NOPE\r\n\r\n",
+        ] {
+            assert!(response_head(bad, false, false, "rid").is_err());
+        }
+        assert!(response_head(b"HTTP/1.1 200 OK\r\n", false, false, "r")
+            .expect("valid")
+            .is_none());
+    }
+
+    #[test]
+    fn plain_paths() {
+        assert!(plain_path("/a%20b?x=1&y=%2F"));
+        assert!(plain_path("//double"));
+        assert!(!plain_path("*"));
+        assert!(!plain_path("/a b"));
+        assert!(!plain_path("/a\"b"));
+    }
+}
