@@ -250,7 +250,8 @@ impl Reply {
 
     /// `200 OK` with `Content-Length` and `body`.
     pub fn ok(body: &[u8]) -> Reply {
-        let mut b = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut b =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         b.extend_from_slice(body);
         Reply::bytes(b)
     }
@@ -285,7 +286,10 @@ impl RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind raw upstream on 127.0.0.1:0");
-        let port = listener.local_addr().expect("raw upstream local_addr").port();
+        let port = listener
+            .local_addr()
+            .expect("raw upstream local_addr")
+            .port();
         let state = Arc::new(RawState::default());
         let script: Arc<Script> = Arc::new(script);
         let st = state.clone();
@@ -334,7 +338,10 @@ impl RawUpstream {
             assert!(
                 !left.is_zero(),
                 "raw upstream did not see {n} request(s) within {bound:?}: saw {:?}",
-                self.seen().iter().map(RawSeen::head_text).collect::<Vec<_>>()
+                self.seen()
+                    .iter()
+                    .map(RawSeen::head_text)
+                    .collect::<Vec<_>>()
             );
             let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), notified).await;
         }

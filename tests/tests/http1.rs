@@ -152,10 +152,24 @@ async fn keep_alive_answers_sequential_requests_and_reuses_upstream_connections(
 // 2. Pipelining
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_requests_are_answered_in_order() {
-    let stack = Stack::start().await;
+async fn pipelined_requests_are_answered_in_order_or_not_processed() {
+    // Three requests in one write. Main (Pingora) answers the first with `Connection: keep-alive`
+    // and then closes the connection without reading the other two (see the report); what must
+    // hold for any engine: the responses that come are the right ones in order, the first one
+    // comes, and a request the upstream processed is never left unanswered.
+    let s = RawStack::start(
+        RawUpstream::start(|_, seen| {
+            let mut body = seen.target().into_bytes();
+            body.extend_from_slice(b" ");
+            body.extend_from_slice(&seen.body);
+            Reply::ok(&body)
+        })
+        .await,
+    )
+    .await;
     for t in BOTH {
-        let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
+        let before = s.up.seen().len();
+        let mut conn = s.conn(t).await;
         let mut batch = String::new();
         batch.push_str(&get("/pipe/1"));
         batch.push_str(&format!(
@@ -163,20 +177,38 @@ async fn pipelined_requests_are_answered_in_order() {
         ));
         batch.push_str(&get("/pipe/3?x=3"));
         conn.send(batch.as_bytes()).await;
-        let r1 = conn.read(false).await;
-        let r2 = conn.read(false).await;
-        let r3 = conn.read(false).await;
-        assert_eq!(echo_path(&r1), "/pipe/1", "{t:?}");
-        assert_eq!(echo_path(&r2), "/pipe/2", "{t:?}");
-        assert_eq!(
-            echo_json(&r2).get("body_len").and_then(|b| b.as_u64()),
-            Some(5),
-            "{t:?}: the pipelined POST body"
+        let want: [&[u8]; 3] = [b"/pipe/1 ", b"/pipe/2 hello", b"/pipe/3?x=3 "];
+        let mut answered = 0;
+        for w in want {
+            match conn.try_read(false).await {
+                Ok(r) => {
+                    assert_eq!(r.status, 200, "{t:?}: {}", r.summary());
+                    assert_eq!(r.text(), String::from_utf8_lossy(w), "{t:?}: out of order");
+                    answered += 1;
+                }
+                Err(e) => {
+                    // A close (FIN, reset, or TLS without close_notify) ends the exchange; a
+                    // connection left open without an answer does not.
+                    assert!(
+                        !e.to_string().contains("no complete response within"),
+                        "{t:?}: after {answered} answer(s) the connection neither answered nor \
+                         closed: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        assert!(
+            answered >= 1,
+            "{t:?}: the first pipelined request was not answered"
         );
-        assert_eq!(echo_path(&r3), "/pipe/3?x=3", "{t:?}");
-        // And the connection goes on.
-        let r4 = conn.roundtrip(get("/pipe/4")).await;
-        assert_eq!(echo_path(&r4), "/pipe/4", "{t:?}");
+        let processed = s.up.seen().len() - before;
+        assert_eq!(
+            processed, answered,
+            "{t:?}: the upstream processed {processed} pipelined request(s), the client got \
+             {answered} answer(s)"
+        );
+        eprintln!("OBSERVED {t:?}: {answered} of 3 pipelined requests answered");
     }
 }
 
@@ -196,9 +228,18 @@ async fn content_length_body_is_relayed_with_its_length() {
         let mut conn = s.conn(t).await;
         let resp = conn.roundtrip(get("/cl")).await;
         assert_eq!(resp.status, 200, "{t:?}: {}", resp.summary());
-        assert_eq!(resp.framing, Framing::ContentLength(11), "{t:?}: {}", resp.summary());
+        assert_eq!(
+            resp.framing,
+            Framing::ContentLength(11),
+            "{t:?}: {}",
+            resp.summary()
+        );
         assert_eq!(resp.body, b"hello world");
-        assert!(resp.header("transfer-encoding").is_none(), "{}", resp.summary());
+        assert!(
+            resp.header("transfer-encoding").is_none(),
+            "{}",
+            resp.summary()
+        );
         assert_eq!(resp.header("content-type").as_deref(), Some("text/plain"));
         still_usable(&mut conn, "after a Content-Length body").await;
     }
@@ -256,7 +297,11 @@ async fn chunked_body_with_odd_chunks_arrives_intact_and_the_connection_stays_us
                 "{t:?}: chunked upstream body relayed as chunked: {}",
                 resp.head_text()
             );
-            assert!(resp.header("content-length").is_none(), "{}", resp.head_text());
+            assert!(
+                resp.header("content-length").is_none(),
+                "{}",
+                resp.head_text()
+            );
             assert_eq!(
                 sha(&resp.body),
                 sha(&expected),
@@ -264,20 +309,13 @@ async fn chunked_body_with_odd_chunks_arrives_intact_and_the_connection_stays_us
                 resp.body.len(),
                 expected.len()
             );
-            let c = resp.chunked.clone().unwrap_or_default();
-            eprintln!(
-                "OBSERVED {t:?}: client got {} chunks, extensions {:?}, first sizes {:?}",
-                c.sizes.len(),
-                c.extensions.iter().take(3).collect::<Vec<_>>(),
-                c.sizes.iter().take(8).collect::<Vec<_>>()
-            );
         }
         still_usable(&mut conn, "after chunked bodies").await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunked_body_with_trailers() {
+async fn chunked_body_with_trailers_keeps_the_body_and_the_connection() {
     let s = RawStack::start(
         RawUpstream::start(|_, seen| {
             if seen.target() == "/still-usable" {
@@ -297,13 +335,18 @@ async fn chunked_body_with_trailers() {
         let mut conn = s.conn(t).await;
         let resp = conn.roundtrip(get("/trailers")).await;
         assert_eq!(resp.status, 200, "{t:?}: {}", resp.head_text());
+        assert_eq!(resp.framing, Framing::Chunked, "{t:?}");
         assert_eq!(resp.body, b"hello world", "{t:?}");
+        // Main drops the trailer fields (the `Trailer` header is relayed); relaying them would
+        // be fine too, so only their value is checked when present.
         let c = resp.chunked.clone().unwrap_or_default();
-        eprintln!(
-            "OBSERVED {t:?}: trailers relayed: {:?}; head: {:?}",
-            c.trailers,
-            resp.head_text()
-        );
+        for tr in &c.trailers {
+            assert!(
+                tr.eq_ignore_ascii_case("x-checksum: abc123"),
+                "{t:?}: trailer {tr:?}"
+            );
+        }
+        eprintln!("OBSERVED {t:?}: trailers relayed: {:?}", c.trailers);
         still_usable(&mut conn, "after a body with trailers").await;
     }
 }
@@ -332,18 +375,26 @@ async fn close_delimited_upstream_body_is_relayed_whole() {
         let mut conn = s.conn(t).await;
         let resp = conn.roundtrip(get("/close-delimited")).await;
         assert_eq!(resp.status, 200, "{t:?}: {}", resp.head_text());
-        assert_eq!(sha(&resp.body), sha(&body), "{t:?}: body differs ({} bytes)", resp.body.len());
-        eprintln!(
-            "OBSERVED {t:?}: close-delimited upstream body relayed as {:?}; head {:?}",
+        assert_eq!(
+            sha(&resp.body),
+            sha(&body),
+            "{t:?}: body differs ({} bytes)",
+            resp.body.len()
+        );
+        // Main re-frames a close-delimited upstream body as chunked and keeps the client
+        // connection.
+        assert_eq!(
             resp.framing,
+            Framing::Chunked,
+            "{t:?}: {}",
             resp.head_text()
         );
-        if resp.framing == Framing::Close {
-            let end = conn.end(RAW_BOUND).await;
-            eprintln!("OBSERVED {t:?}: end after close-delimited: {end:?}");
-        } else {
-            still_usable(&mut conn, "after a close-delimited body").await;
-        }
+        assert!(
+            resp.connection_has("keep-alive"),
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        still_usable(&mut conn, "after a close-delimited body").await;
     }
 }
 
@@ -352,9 +403,7 @@ async fn no_body_statuses_204_and_304_keep_the_connection() {
     let s = RawStack::start(
         RawUpstream::start(|_, seen| match seen.target().as_str() {
             "/204" => Reply::bytes("HTTP/1.1 204 No Content\r\nX-Kind: none\r\n\r\n"),
-            "/204-cl0" => {
-                Reply::bytes("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-            }
+            "/204-cl0" => Reply::bytes("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"),
             "/304" => Reply::bytes(
                 "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=60\r\n\r\n",
             ),
@@ -369,7 +418,14 @@ async fn no_body_statuses_204_and_304_keep_the_connection() {
             let resp = conn.roundtrip(get(path)).await;
             let want = if path == "/304" { 304 } else { 204 };
             assert_eq!(resp.status, want, "{t:?} {path}: {}", resp.summary());
-            eprintln!("OBSERVED {t:?} {path}: {:?}", resp.head_text());
+            // The upstream's length header, if any, is relayed as is; none is added.
+            let want_cl = if path == "/204-cl0" { Some("0") } else { None };
+            assert_eq!(
+                resp.header("content-length").as_deref(),
+                want_cl,
+                "{t:?} {path}: {}",
+                resp.head_text()
+            );
             assert!(
                 resp.header("transfer-encoding").is_none(),
                 "{t:?} {path}: a no-body status got Transfer-Encoding: {}",
@@ -430,11 +486,18 @@ async fn head_keeps_the_upstream_content_length_and_sends_no_body() {
             .roundtrip(format!("HEAD /chunked HTTP/1.1\r\nHost: {ALICE}\r\n\r\n"))
             .await;
         assert_eq!(resp.status, 200, "{t:?}: {}", resp.head_text());
-        eprintln!("OBSERVED {t:?}: HEAD with chunked upstream: {:?}", resp.head_text());
+        assert_eq!(
+            resp.header("transfer-encoding").as_deref(),
+            Some("chunked"),
+            "{t:?}: HEAD keeps the upstream's framing header: {}",
+            resp.head_text()
+        );
         let next = conn.roundtrip(get("/after")).await;
         assert_eq!(next.body, b"after", "{t:?}: after HEAD (chunked)");
         assert!(
-            s.up.seen().iter().any(|r| r.request_line().starts_with("HEAD /file ")),
+            s.up.seen()
+                .iter()
+                .any(|r| r.request_line().starts_with("HEAD /file ")),
             "the upstream saw a HEAD"
         );
     }
@@ -458,8 +521,23 @@ async fn early_hints_before_the_final_response() {
     for t in BOTH {
         let mut conn = s.conn(t).await;
         let resp = conn.roundtrip(get("/hints")).await;
-        assert_eq!((resp.status, resp.body.as_slice()), (200, b"final".as_slice()), "{t:?}");
-        eprintln!("OBSERVED {t:?}: interim responses relayed: {:?}", resp.interim);
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, b"final".as_slice()),
+            "{t:?}"
+        );
+        // The 103 is relayed as its own interim response, with the router's request id.
+        assert_eq!(resp.interim.len(), 1, "{t:?}: {:?}", resp.interim);
+        let hint = resp.interim[0].to_ascii_lowercase();
+        assert!(hint.starts_with("http/1.1 103 "), "{t:?}: {hint:?}");
+        assert!(
+            hint.contains("\r\nlink: </style.css>; rel=preload; as=style\r\n"),
+            "{t:?}: {hint:?}"
+        );
+        assert_eq!(
+            resp.header("link").as_deref(),
+            Some("</style.css>; rel=preload; as=style")
+        );
         still_usable(&mut conn, "after 103 + 200").await;
     }
 }
@@ -506,7 +584,8 @@ async fn large_responses_arrive_byte_identical() {
     let s = RawStack::start(
         RawUpstream::start(move |_, seen| match seen.target().as_str() {
             "/big-cl" => {
-                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
+                let mut r =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n").into_bytes();
                 r.extend_from_slice(&b1);
                 Reply::bytes(r)
             }
@@ -525,11 +604,25 @@ async fn large_responses_arrive_byte_identical() {
         conn.bound = Duration::from_secs(60);
         let resp = conn.roundtrip(get("/big-cl")).await;
         assert_eq!(resp.status, 200, "{t:?}");
-        assert_eq!(resp.framing, Framing::ContentLength(SIZE), "{t:?}: {}", resp.head_text());
-        assert_eq!(sha(&resp.body), want, "{t:?}: 8 MiB Content-Length body differs");
+        assert_eq!(
+            resp.framing,
+            Framing::ContentLength(SIZE),
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        assert_eq!(
+            sha(&resp.body),
+            want,
+            "{t:?}: 8 MiB Content-Length body differs"
+        );
         let resp = conn.roundtrip(get("/big-chunked")).await;
         assert_eq!(resp.status, 200, "{t:?}");
-        assert_eq!(resp.framing, Framing::Chunked, "{t:?}: {}", resp.head_text());
+        assert_eq!(
+            resp.framing,
+            Framing::Chunked,
+            "{t:?}: {}",
+            resp.head_text()
+        );
         assert_eq!(
             (resp.body.len(), sha(&resp.body)),
             (SIZE, want.clone()),
@@ -578,22 +671,26 @@ async fn request_bodies_reach_the_upstream_exactly() {
         let seen = s.up.seen();
         let seen = &seen[before..];
         assert_eq!(seen.len(), 3, "{t:?}");
-        assert_eq!(sha(&seen[0].body), sha(&big), "{t:?}: 1 MiB Content-Length body");
+        assert_eq!(
+            sha(&seen[0].body),
+            sha(&big),
+            "{t:?}: 1 MiB Content-Length body"
+        );
         assert_eq!(seen[0].header("content-length").as_deref(), Some("1048576"));
         assert_eq!(sha(&seen[1].body), sha(&small), "{t:?}: chunked body");
         assert_eq!(seen[2].body, b"", "{t:?}: empty chunked body");
-        eprintln!(
-            "OBSERVED {t:?}: chunked request upstream: TE {:?} CL {:?}, {} chunks upstream, ext {:?}",
-            seen[1].header("transfer-encoding"),
-            seen[1].header("content-length"),
-            seen[1].chunked.as_ref().map(|c| c.sizes.len()).unwrap_or(0),
-            seen[1].chunked.as_ref().map(|c| c.extensions.iter().take(2).cloned().collect::<Vec<_>>())
+        // A chunked request body is forwarded chunked (main re-chunks: extensions dropped).
+        assert_eq!(
+            seen[1].header("transfer-encoding").as_deref(),
+            Some("chunked"),
+            "{t:?}"
         );
+        assert_eq!(seen[1].header("content-length"), None, "{t:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expect_100_continue_works() {
+async fn expect_100_continue_gets_100_then_the_answer() {
     let stack = Stack::start().await;
     for t in BOTH {
         let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
@@ -601,17 +698,72 @@ async fn expect_100_continue_works() {
             "POST /expect HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
         ))
         .await;
-        let first = conn.try_read_head(Duration::from_secs(5)).await;
-        eprintln!("OBSERVED {t:?}: first head after Expect: {first:?}");
+        let first = conn
+            .try_read_head(RAW_BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("{t:?}: no 100 Continue before the body was sent: {e}"));
+        assert!(
+            first.starts_with("HTTP/1.1 100 "),
+            "{t:?}: first head after Expect: {first:?}"
+        );
         conn.send("0123456789").await;
         let resp = conn.read(false).await;
+        let echo = echo_json(&resp);
         assert_eq!(
-            echo_json(&resp).get("body_len").and_then(|b| b.as_u64()),
+            echo.get("body_len").and_then(|b| b.as_u64()),
             Some(10),
             "{t:?}"
         );
-        let next = conn.roundtrip(get("/after-expect")).await;
-        assert_eq!(echo_path(&next), "/after-expect");
+        assert_eq!(
+            echo_header(&resp, "expect").as_deref(),
+            Some("100-continue"),
+            "{t:?}: the upstream sees the Expect header"
+        );
+        // Main answers `Connection: close` after a 100-continue exchange and closes (see the
+        // report); an engine that keeps the connection must say so and serve the next request.
+        if resp.connection_has("close") {
+            let end = conn.end(RAW_BOUND).await;
+            assert!(
+                matches!(end, End::Eof | End::Error(_)),
+                "{t:?}: said close, then {end:?}"
+            );
+            eprintln!("OBSERVED {t:?}: closed after the 100-continue exchange");
+        } else {
+            let next = conn.roundtrip(get("/after-expect")).await;
+            assert_eq!(echo_path(&next), "/after-expect");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_to_an_upstream_that_never_sends_100() {
+    // The raw upstream reads the whole body before answering and never writes a 100.
+    let s = RawStack::start(RawUpstream::always(Reply::ok(b"stored")).await).await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        conn.send(format!(
+            "PUT /put HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n"
+        ))
+        .await;
+        // Main relays the upstream's 100 and does not make one up, so here none comes. Like
+        // curl, the client sends the body anyway after waiting a while (2 s): no deadlock.
+        let first = conn.try_read_head(Duration::from_secs(2)).await;
+        if let Ok(head) = &first {
+            assert!(head.starts_with("HTTP/1.1 100 "), "{t:?}: {head:?}");
+        }
+        eprintln!(
+            "OBSERVED {t:?}: 100 Continue without an upstream 100: {:?}",
+            first.map_err(|e| e.to_string())
+        );
+        conn.send("abcdef").await;
+        let resp = conn.read(false).await;
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "stored"),
+            "{t:?}"
+        );
+        let seen = s.up.seen().pop().expect("the upstream saw the PUT");
+        assert_eq!(seen.body, b"abcdef", "{t:?}");
     }
 }
 
@@ -633,35 +785,55 @@ async fn upstream_closing_after_each_response_does_not_fail_the_next_request() {
             assert_eq!(resp.status, 200, "{t:?} request {i}: {}", resp.summary());
         }
     }
-    eprintln!(
-        "OBSERVED: 10 requests, upstream saw {} request(s) on {} connection(s)",
-        s.up.seen().len(),
-        s.up.connections()
-    );
+    // Each request went out once, each on a fresh connection: the closed ones were never reused
+    // (or a failed reuse was retried without the upstream seeing the request twice).
+    assert_eq!(s.up.seen().len(), 10, "requests the upstream read");
+    assert_eq!(s.up.connections(), 10, "upstream connections accepted");
 }
 
 // ---------------------------------------------------------------------------------------------
 // 7. Hop-by-hop headers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_request_headers() {
+async fn hop_by_hop_request_headers_are_not_forwarded() {
     let s = RawStack::start(RawUpstream::always(Reply::ok(b"ok")).await).await;
     for t in BOTH {
         let mut conn = s.conn(t).await;
         let resp = conn
             .roundtrip(format!(
-                "GET /hop HTTP/1.1\r\nHost: {ALICE}\r\nConnection: keep-alive, X-Foo\r\nX-Foo: bar\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nX-Normal: 1\r\n\r\n"
+                "GET /hop HTTP/1.1\r\nHost: {ALICE}\r\nConnection: keep-alive, X-Foo\r\nX-Foo: bar\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nX-Normal: 1\r\nX-Normal: 2\r\n\r\n"
             ))
             .await;
         assert_eq!(resp.status, 200, "{t:?}");
         let seen = s.up.seen().pop().expect("the upstream saw the request");
-        eprintln!("OBSERVED {t:?}: upstream head for hop-by-hop request:\n{}", seen.head_text());
-        assert_eq!(seen.header("x-normal").as_deref(), Some("1"));
+        let head = seen.head_text();
+        assert_eq!(seen.request_line(), "GET /hop HTTP/1.1", "{t:?}");
+        let names: Vec<String> = seen
+            .headers()
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        // Exactly these, in this order: the client's end-to-end headers, then the router's.
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-normal",
+                "x-normal",
+                "x-forwarded-host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-request-id"
+            ],
+            "{t:?}: upstream head:\n{head}"
+        );
+        assert_eq!(seen.header_all("x-normal"), ["1", "2"], "{t:?}");
+        assert_eq!(seen.header("host").as_deref(), Some(ALICE));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hop_by_hop_response_headers_do_not_break_the_client_connection() {
+async fn upstream_connection_headers_do_not_break_the_client_connection() {
     let s = RawStack::start(
         RawUpstream::start(|_, seen| match seen.target().as_str() {
             "/ka" => Reply::bytes(
@@ -680,15 +852,35 @@ async fn hop_by_hop_response_headers_do_not_break_the_client_connection() {
         let mut conn = s.conn(t).await;
         let resp = conn.roundtrip(get("/ka")).await;
         assert_eq!(resp.body, b"ka", "{t:?}");
-        eprintln!("OBSERVED {t:?}: response head for upstream Connection/Keep-Alive:\n{}", resp.head_text());
+        // One Connection header, the router's own: keep-alive. (Main relays the upstream's
+        // `Keep-Alive` and the `X-Bar` it nominated; see the report.)
+        assert_eq!(
+            resp.header_all("connection"),
+            ["keep-alive"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
         still_usable(&mut conn, "after an upstream Keep-Alive header").await;
+
+        // The upstream closing its connection is not the client's business.
         let resp = conn.roundtrip(get("/close")).await;
         assert_eq!(resp.body, b"cl", "{t:?}");
-        eprintln!("OBSERVED {t:?}: response head for upstream Connection: close:\n{}", resp.head_text());
-        if resp.connection_has("close") {
-            eprintln!("OBSERVED {t:?}: client told close, end {:?}", conn.end(RAW_BOUND).await);
-        } else {
-            still_usable(&mut conn, "after an upstream Connection: close").await;
+        assert_eq!(
+            resp.header_all("connection"),
+            ["keep-alive"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        still_usable(&mut conn, "after an upstream Connection: close").await;
+    }
+    let seen = s.up.seen();
+    for (i, r) in seen.iter().enumerate() {
+        if r.target() == "/close" {
+            let next = seen.get(i + 1).expect("a request after /close");
+            assert_ne!(
+                next.conn, r.conn,
+                "the request after the upstream's close went on the closed connection"
+            );
         }
     }
 }
@@ -697,33 +889,69 @@ async fn hop_by_hop_response_headers_do_not_break_the_client_connection() {
 // 8. Connection: close and HTTP/1.0
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_connection_close_and_http10() {
+async fn client_connection_close_and_http10_close_after_the_response() {
     let stack = Stack::start().await;
     for t in BOTH {
         let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
         let resp = conn
-            .roundtrip(format!("GET /bye HTTP/1.1\r\nHost: {ALICE}\r\nConnection: close\r\n\r\n"))
+            .roundtrip(format!(
+                "GET /bye HTTP/1.1\r\nHost: {ALICE}\r\nConnection: close\r\n\r\n"
+            ))
             .await;
         assert_eq!(echo_path(&resp), "/bye", "{t:?}");
-        eprintln!("OBSERVED {t:?} Connection: close -> {:?}", resp.head_text());
-        let end = conn.end(RAW_BOUND).await;
-        eprintln!("OBSERVED {t:?} Connection: close end -> {end:?}");
+        assert_eq!(
+            resp.header_all("connection"),
+            ["close"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        assert_eq!(
+            conn.end(RAW_BOUND).await,
+            End::Eof,
+            "{t:?}: closed after Connection: close"
+        );
 
+        // HTTP/1.0 without keep-alive: answered as HTTP/1.1 with a length, then closed.
         let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
         let resp = conn
             .roundtrip(format!("GET /ten HTTP/1.0\r\nHost: {ALICE}\r\n\r\n"))
             .await;
-        eprintln!("OBSERVED {t:?} HTTP/1.0 -> {:?} framing {:?}", resp.head_text(), resp.framing);
-        let end = conn.end(RAW_BOUND).await;
-        eprintln!("OBSERVED {t:?} HTTP/1.0 end -> {end:?}");
+        assert_eq!(echo_path(&resp), "/ten", "{t:?}");
+        assert_eq!(resp.status_line, "HTTP/1.1 200 OK", "{t:?}");
+        assert!(
+            matches!(resp.framing, Framing::ContentLength(_)),
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        assert_eq!(
+            resp.header_all("connection"),
+            ["close"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        assert_eq!(
+            conn.end(RAW_BOUND).await,
+            End::Eof,
+            "{t:?}: HTTP/1.0 closed"
+        );
 
+        // HTTP/1.0 with Connection: keep-alive: kept.
         let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
-        let resp = conn
-            .roundtrip(format!("GET /ten-ka HTTP/1.0\r\nHost: {ALICE}\r\nConnection: keep-alive\r\n\r\n"))
-            .await;
-        eprintln!("OBSERVED {t:?} HTTP/1.0 keep-alive -> {:?} framing {:?}", resp.head_text(), resp.framing);
-        let end = conn.end(Duration::from_secs(2)).await;
-        eprintln!("OBSERVED {t:?} HTTP/1.0 keep-alive end -> {end:?}");
+        for path in ["/ten-ka/1", "/ten-ka/2"] {
+            let resp = conn
+                .roundtrip(format!(
+                    "GET {path} HTTP/1.0\r\nHost: {ALICE}\r\nConnection: keep-alive\r\n\r\n"
+                ))
+                .await;
+            assert_eq!(echo_path(&resp), path, "{t:?}");
+            assert!(matches!(resp.framing, Framing::ContentLength(_)), "{t:?}");
+            assert_eq!(
+                resp.header_all("connection"),
+                ["keep-alive"],
+                "{t:?}: {}",
+                resp.head_text()
+            );
+        }
     }
 }
 
@@ -731,36 +959,170 @@ async fn client_connection_close_and_http10() {
 // 9. Malformed requests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_requests_get_an_answer_or_a_close() {
+async fn malformed_requests_get_400_and_a_close() {
     let s = RawStack::start(RawUpstream::always(Reply::ok(b"upstream")).await).await;
-    let big = "a".repeat(70 * 1024);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("no colon", b"GET / HTTP/1.1\r\nHost alice.hubify.test\r\n\r\n".to_vec()),
-        ("bare LF", format!("GET /lf HTTP/1.1\nHost: {ALICE}\n\n").into_bytes()),
-        ("mixed LF", format!("GET /lf2 HTTP/1.1\r\nHost: {ALICE}\nX-A: b\r\n\r\n").into_bytes()),
         ("NUL in value", format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nX-A: a\0b\r\n\r\n").into_bytes()),
         ("space before colon", format!("GET / HTTP/1.1\r\nHost : {ALICE}\r\n\r\n").into_bytes()),
         ("obs-fold", format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nX-A: a\r\n b\r\n\r\n").into_bytes()),
         ("bad version", format!("GET / HTTP/9.9\r\nHost: {ALICE}\r\n\r\n").into_bytes()),
-        ("garbage line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec()),
-        ("double space", format!("GET  / HTTP/1.1\r\nHost: {ALICE}\r\n\r\n").into_bytes()),
-        ("CL and TE", format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes()),
-        ("two CLs", format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!").into_bytes()),
-        ("bad chunk size", format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n").into_bytes()),
-        ("header over 64 KiB", format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nX-Big: {big}\r\n\r\n").into_bytes()),
+        ("TLS on the plain port", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec()),
+        ("two Content-Lengths", format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!").into_bytes()),
+        ("header block over 1 MiB", format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nX-Big: {}\r\n\r\n", "b".repeat(1100 * 1024)).into_bytes()),
+        ("300 header fields", format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\n{}\r\n", (0..300).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()).into_bytes()),
     ];
-    for (name, bytes) in &cases {
-        let before = s.up.seen().len();
-        let mut conn = RawConn::plain(s.cfg.http_port()).await;
-        let sent = conn.try_send(bytes).await;
-        let (got, end) = conn.drain(RAW_BOUND).await;
-        let text = String::from_utf8_lossy(&got);
-        let first = text.split("\r\n").next().unwrap_or_default().to_owned();
-        let reached = s.up.seen().len() - before;
-        eprintln!("OBSERVED malformed {name:?}: send {:?}, first line {first:?}, end {end:?}, reached upstream {reached}", sent.as_ref().map_err(|e| e.to_string()));
-        assert_ne!(end, End::Open, "{name}: the router neither answered and closed nor closed: got {text:?}");
+    for t in BOTH {
+        for (name, bytes) in &cases {
+            let before = s.up.seen().len();
+            let mut conn = s.conn(t).await;
+            // The router may close while a large request is still being written.
+            let _ = conn.try_send(bytes).await;
+            let (got, end) = conn.drain(RAW_BOUND).await;
+            let text = String::from_utf8_lossy(&got);
+            let first = text.split("\r\n").next().unwrap_or_default();
+            assert_eq!(
+                first,
+                "HTTP/1.1 400 Bad Request",
+                "{t:?} {name}: got {:?}",
+                text.chars().take(300).collect::<String>()
+            );
+            // Main's 400 here is Pingora's own (`Server: Pingora`, empty body, no request id).
+            assert!(
+                text.to_ascii_lowercase()
+                    .contains("\r\nconnection: close\r\n"),
+                "{t:?} {name}: {text:?}"
+            );
+            assert!(
+                matches!(end, End::Eof | End::Error(_)),
+                "{t:?} {name}: not closed after the 400: {end:?}"
+            );
+            assert_eq!(
+                s.up.seen().len(),
+                before,
+                "{t:?} {name}: reached the upstream"
+            );
+        }
     }
     // Other connections are still served.
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        let resp = conn.roundtrip(get("/fine")).await;
+        assert_eq!(resp.body, b"upstream", "{t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunk_size_in_a_request_body() {
+    let s = RawStack::start(RawUpstream::always(Reply::ok(b"upstream")).await).await;
+    for t in BOTH {
+        let before = (s.up.seen().len(),);
+        let mut conn = s.conn(t).await;
+        conn.send(format!("POST /bad-chunk HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")).await;
+        let (got, end) = conn.drain(RAW_BOUND).await;
+        let text = String::from_utf8_lossy(&got);
+        // The router's own 400 page, then a close. (Main's head says `Connection: keep-alive`
+        // and the page title names the Host; see the report. Neither is asserted.)
+        assert!(
+            text.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{t:?}: {:?}",
+            text.chars().take(300).collect::<String>()
+        );
+        assert!(
+            text.to_ascii_lowercase().contains("\r\nx-request-id: "),
+            "{t:?}: {text:?}"
+        );
+        assert!(
+            matches!(end, End::Eof | End::Error(_)),
+            "{t:?}: not closed after a broken request body: {end:?}"
+        );
+        assert_eq!(
+            s.up.seen().len(),
+            before.0,
+            "{t:?}: the upstream got a complete request"
+        );
+        eprintln!(
+            "OBSERVED {t:?} bad chunk: end {end:?}, upstream seen {} conns {}, got {:?}",
+            s.up.seen().len() - before.0,
+            s.up.connections() - before.1,
+            text.chars().take(400).collect::<String>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenient_parsing_cases_answer_rather_than_hang() {
+    // What main accepts although a stricter parser could refuse it. Asserted precisely where the
+    // behaviour is right (RFC 9112 allows a bare LF as a line terminator); only "answers, never
+    // hangs, and the router keeps serving" where main is questionable (see the report).
+    let s = RawStack::start(RawUpstream::always(Reply::ok(b"upstream")).await).await;
+
+    // Bare LF line endings: accepted, forwarded with CRLF, connection kept.
+    for (name, req, want) in [
+        (
+            "bare LF",
+            format!("GET /lf HTTP/1.1\nHost: {ALICE}\n\n"),
+            "GET /lf HTTP/1.1\r\nHost: alice.hubify.test\r\nx-forwarded-host",
+        ),
+        (
+            "mixed LF",
+            format!("GET /lf2 HTTP/1.1\r\nHost: {ALICE}\nX-A: b\r\n\r\n"),
+            "GET /lf2 HTTP/1.1\r\nHost: alice.hubify.test\r\nX-A: b\r\nx-forwarded-host",
+        ),
+    ] {
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let resp = conn.roundtrip(req).await;
+        assert_eq!(resp.body, b"upstream", "{name}");
+        let seen = s.up.seen().pop().expect("forwarded");
+        assert!(
+            seen.head_text().starts_with(want),
+            "{name}: {:?}",
+            seen.head_text()
+        );
+        still_usable(&mut conn, name).await;
+    }
+
+    // Both Content-Length and Transfer-Encoding: the chunked framing wins, Content-Length is
+    // removed before forwarding, and the client connection is closed after the answer.
+    let mut conn = RawConn::plain(s.cfg.http_port()).await;
+    let resp = conn
+        .roundtrip(format!(
+            "POST /smuggle HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(resp.body, b"upstream");
+    let seen = s.up.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("content-length"), None, "{}", seen.head_text());
+    assert_eq!(seen.header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(seen.body, b"abc");
+    assert!(
+        matches!(conn.end(RAW_BOUND).await, End::Eof | End::Error(_)),
+        "closed after a request with both Content-Length and Transfer-Encoding"
+    );
+
+    // Questionable on main: answered (forwarded) rather than refused. Only "no hang".
+    let questionable: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "double space in the request line",
+            format!("GET  /x HTTP/1.1\r\nHost: {ALICE}\r\n\r\n").into_bytes(),
+        ),
+        (
+            "70 KiB header field",
+            format!(
+                "GET /big HTTP/1.1\r\nHost: {ALICE}\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(70 * 1024)
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (name, bytes) in &questionable {
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let _ = conn.try_send(bytes).await;
+        match conn.try_read(false).await {
+            Ok(r) => eprintln!("OBSERVED {name}: {}", r.status_line),
+            Err(e) => eprintln!("OBSERVED {name}: no response ({e})"),
+        }
+    }
     let mut conn = RawConn::plain(s.cfg.http_port()).await;
     let resp = conn.roundtrip(get("/fine")).await;
     assert_eq!(resp.body, b"upstream");
@@ -789,7 +1151,6 @@ async fn duplicate_response_headers_reach_the_client_in_order() {
             resp.head_text()
         );
         assert_eq!(resp.header_all("x-multi"), vec!["one", "two"], "{t:?}");
-        eprintln!("OBSERVED {t:?}: {:?}", resp.head_text());
     }
 }
 
@@ -821,7 +1182,6 @@ async fn request_targets_reach_the_upstream_byte_exact() {
             let resp = conn.roundtrip(get(sent)).await;
             assert_eq!(resp.status, 200, "{t:?} {sent}: {}", resp.summary());
             let seen = s.up.seen().pop().expect("a request upstream");
-            eprintln!("OBSERVED {t:?}: {sent:?} -> {:?}", target(&seen));
             assert_eq!(target(&seen), *want, "{t:?}: target {sent:?}");
         }
     }
@@ -840,7 +1200,10 @@ async fn second_request_on_a_connection_gets_its_own_forwarded_headers() {
                 "GET /one HTTP/1.1\r\nHost: {ALICE}\r\nX-Request-Id: first-id\r\nX-Forwarded-For: 198.51.100.1\r\nX-Custom: only-first\r\n\r\n"
             ))
             .await;
-        assert_eq!(echo_header(&r1, "x-request-id").as_deref(), Some("first-id"));
+        assert_eq!(
+            echo_header(&r1, "x-request-id").as_deref(),
+            Some("first-id")
+        );
         assert_eq!(r1.header("x-request-id").as_deref(), Some("first-id"));
         assert_eq!(
             echo_header(&r1, "x-forwarded-for").as_deref(),
@@ -850,20 +1213,34 @@ async fn second_request_on_a_connection_gets_its_own_forwarded_headers() {
         let id2 = echo_header(&r2, "x-request-id").unwrap_or_default();
         assert!(is_generated_request_id(&id2), "{t:?}: second id {id2:?}");
         assert_eq!(r2.header("x-request-id"), Some(id2.clone()));
-        assert_eq!(echo_header(&r2, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            echo_header(&r2, "x-forwarded-for").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(echo_header(&r2, "x-custom"), None, "{t:?}: header leaked");
         let r3 = conn
-            .roundtrip(format!("GET /three HTTP/1.1\r\nHost: {ALICE}\r\nX-Request-Id: third-id\r\n\r\n"))
+            .roundtrip(format!(
+                "GET /three HTTP/1.1\r\nHost: {ALICE}\r\nX-Request-Id: third-id\r\n\r\n"
+            ))
             .await;
-        assert_eq!(echo_header(&r3, "x-request-id").as_deref(), Some("third-id"));
+        assert_eq!(
+            echo_header(&r3, "x-request-id").as_deref(),
+            Some("third-id")
+        );
         let r4 = conn.roundtrip(get("/four")).await;
         let id4 = echo_header(&r4, "x-request-id").unwrap_or_default();
-        assert!(is_generated_request_id(&id4) && id4 != id2, "{t:?}: fourth id {id4:?}");
+        assert!(
+            is_generated_request_id(&id4) && id4 != id2,
+            "{t:?}: fourth id {id4:?}"
+        );
         let proto = match t {
             T::Plain => "http",
             T::Tls => "https",
         };
-        assert_eq!(echo_header(&r4, "x-forwarded-proto").as_deref(), Some(proto));
+        assert_eq!(
+            echo_header(&r4, "x-forwarded-proto").as_deref(),
+            Some(proto)
+        );
         assert_eq!(echo_header(&r4, "x-forwarded-host").as_deref(), Some(ALICE));
     }
 }
@@ -872,22 +1249,56 @@ async fn second_request_on_a_connection_gets_its_own_forwarded_headers() {
 // 13. The router's own answers on a kept connection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn router_answers_on_a_kept_connection() {
+async fn router_answers_keep_the_connection() {
     let stack = Stack::start().await;
     let nobody = host("nobody");
-    let mut conn = RawConn::plain(stack.http_port()).await;
-    let resp = conn
-        .roundtrip(format!("GET / HTTP/1.1\r\nHost: {nobody}\r\n\r\n"))
-        .await;
-    assert_eq!(resp.status, 404);
-    eprintln!("OBSERVED 404 head: {:?}", resp.head_text());
-    let next = try_roundtrip(&mut conn, get("/after-404")).await;
-    eprintln!("OBSERVED after 404: {:?}", next.as_ref().map(|r| r.status));
+    for t in BOTH {
+        let mut conn = connect(t, stack.http_port(), stack.https_port()).await;
+        // Plain: an unknown label is 404. TLS (SNI alice): Host bob is 421.
+        let req = if matches!(t, T::Tls) {
+            format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host("bob"))
+        } else {
+            format!("GET / HTTP/1.1\r\nHost: {nobody}\r\n\r\n")
+        };
+        let resp = conn.roundtrip(req).await;
+        let want = if matches!(t, T::Tls) { 421 } else { 404 };
+        assert_eq!(resp.status, want, "{t:?}: {}", resp.summary());
+        assert!(matches!(resp.framing, Framing::ContentLength(_)), "{t:?}");
+        assert_eq!(
+            resp.header_all("connection"),
+            ["keep-alive"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        let next = conn.roundtrip(get("/after-router-answer")).await;
+        assert_eq!(echo_path(&next), "/after-router-answer", "{t:?}");
 
-    let mut conn = RawConn::plain(stack.http_port()).await;
-    let resp = conn.roundtrip("GET / HTTP/1.1\r\n\r\n").await;
-    assert_eq!(resp.status, 400);
-    eprintln!("OBSERVED 400 head: {:?}", resp.head_text());
-    let next = try_roundtrip(&mut conn, get("/after-400")).await;
-    eprintln!("OBSERVED after 400: {:?}", next.as_ref().map(|r| r.status));
+        // No Host: 400, connection kept.
+        let resp = conn.roundtrip("GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(resp.status, 400, "{t:?}: {}", resp.summary());
+        assert_eq!(
+            resp.header_all("connection"),
+            ["keep-alive"],
+            "{t:?}: {}",
+            resp.head_text()
+        );
+        let next = conn.roundtrip(get("/after-400")).await;
+        assert_eq!(echo_path(&next), "/after-400", "{t:?}");
+    }
+    let paths: Vec<String> = stack
+        .gateway
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/after-router-answer",
+            "/after-400",
+            "/after-router-answer",
+            "/after-400"
+        ],
+        "only the forwarded requests reach the upstream"
+    );
 }
