@@ -1016,7 +1016,7 @@ async fn malformed_requests_get_400_and_a_close() {
 async fn bad_chunk_size_in_a_request_body() {
     let s = RawStack::start(RawUpstream::always(Reply::ok(b"upstream")).await).await;
     for t in BOTH {
-        let before = (s.up.seen().len(),);
+        let before = s.up.seen().len();
         let mut conn = s.conn(t).await;
         conn.send(format!("POST /bad-chunk HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")).await;
         let (got, end) = conn.drain(RAW_BOUND).await;
@@ -1038,14 +1038,8 @@ async fn bad_chunk_size_in_a_request_body() {
         );
         assert_eq!(
             s.up.seen().len(),
-            before.0,
+            before,
             "{t:?}: the upstream got a complete request"
-        );
-        eprintln!(
-            "OBSERVED {t:?} bad chunk: end {end:?}, upstream seen {} conns {}, got {:?}",
-            s.up.seen().len() - before.0,
-            s.up.connections() - before.1,
-            text.chars().take(400).collect::<String>()
         );
     }
 }
