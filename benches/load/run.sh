@@ -11,6 +11,7 @@
 #   benches/load/run.sh                 # all scenarios, 10 s each
 #   DURATION=30 WORKERS=1 CONNS=64 benches/load/run.sh plain tls-h1
 #   BIN=/tmp/hubify-edge-before benches/load/run.sh   # another build of the router (no cargo build)
+#   FAST_PATH=false benches/load/run.sh plain          # HTTP/1.1 through Pingora's engine only
 #
 # Scenarios: plain (HTTP keep-alive forward), tls-h1, tls-h2 (h2load), replay (fly-replay answers,
 # against the no-proxy ceiling: the upstream served directly), tls-new (a new TLS connection per
@@ -24,6 +25,7 @@ source scripts/deps bench
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
+FAST_PATH=${FAST_PATH:-true}
 N_HOSTS=1000
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 tls-h2 replay tls-new)
@@ -132,6 +134,7 @@ nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 domain = "bench.test"
 [server]
 threads = $WORKERS
+http1_fast_path = $FAST_PATH
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.https]
@@ -253,5 +256,6 @@ for s in "${SCENARIOS[@]}"; do
   esac
 done
 echo
+echo "router http1_fast_path = $FAST_PATH"
 echo "workers: $WORKERS each; wrk -t1 -c$CONNS -d${DURATION}s; hosts rotated over $N_HOSTS workspaces"
 echo "router RSS: $(ps -o rss= -p "$ROUTER_PID" | awk '{printf "%.1f MiB", $1/1024}')"

@@ -506,13 +506,15 @@ fn itoa(mut n: u64) -> String {
     String::from_utf8_lossy(&digits[i..]).into_owned()
 }
 
-/// Ends a head: the request id, `connection: close` when closing, the empty line.
+/// Ends a head: the request id, the connection's fate (said explicitly, as nginx and Pingora
+/// do), the empty line.
 fn end_head(out: &mut Vec<u8>, rid: &str, close: bool) {
     put_header(out, "x-request-id", rid.as_bytes());
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(if close {
+        b"connection: close\r\n\r\n".as_slice()
+    } else {
+        b"connection: keep-alive\r\n\r\n".as_slice()
+    });
 }
 
 /// Writes all of `bytes` to the client and flushes; a failure or timeout closes the connection.
@@ -1424,7 +1426,8 @@ mod tests {
         let out = String::from_utf8(r.out).expect("text");
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(out.contains("Content-Length: 5\r\n") && out.contains("x-request-id: rid\r\n"));
-        assert!(!out.to_ascii_lowercase().contains("connection"));
+        assert!(out.ends_with("connection: keep-alive\r\n\r\n"));
+        assert_eq!(out.to_ascii_lowercase().matches("connection").count(), 1);
 
         let r = h(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
