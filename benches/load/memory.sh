@@ -91,6 +91,7 @@ domain = "bench.test"
 address = "127.0.0.1:$OPS"
 [server]
 threads = 1
+http1_fast_path = ${FAST_PATH:-true}
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]

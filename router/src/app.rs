@@ -37,11 +37,12 @@ pub enum StartError {
 /// Pingora's default L4 read buffer is 64 KiB per connection, allocated for every connection for
 /// its whole life: ~1 GiB for 10 000 idle keep-alive clients. Plain HTTP needs none (Pingora reads
 /// headers and bodies into its own buffers); TLS reads whole records through it, so it keeps one
-/// maximum-size record (16 KiB of data + header and overhead). Writes keep Pingora's default
-/// (one MSS). See docs/performance.md (memory scenario).
+/// maximum-size record (16 KiB of data + header and overhead). Plain writes are unbuffered: the
+/// HTTP/1.1 fast path writes whole responses at once; TLS writes keep Pingora's default (one
+/// MSS). See docs/performance.md (memory scenario).
 const PLAIN_L4_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(0),
-    write: None,
+    write: Some(0),
 };
 const TLS_L4_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(16 * 1024 + 512),

@@ -53,13 +53,15 @@ use crate::tls::Sni;
 
 /// Request heads larger than this are handed to Pingora (which allows larger ones).
 const HEAD_LIMIT: usize = 16 * 1024;
-/// More request headers than this: handed to Pingora.
-const MAX_HEADERS: usize = 64;
+/// More request headers than this: handed to Pingora (browsers send 10–25).
+const MAX_HEADERS: usize = 40;
 /// Response heads from an upstream: at most this many headers and bytes.
 const MAX_RESPONSE_HEADERS: usize = 128;
 const RESPONSE_HEAD_LIMIT: usize = 64 * 1024;
 /// How long a keep-alive connection may wait for its next request (Pingora's HTTP/1 default).
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// After this long idle, a keep-alive connection gives its read buffer back while it waits.
+const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// How long the rest of a request head may take once its first bytes arrived (Pingora's
 /// downstream read timeout).
 const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -146,7 +148,9 @@ async fn serve(front: &Front, mut io: Stream, shutdown: &ShutdownWatch) -> Optio
             HeadRead::HandOver => return Some(rewound(io, buf)),
         }
         let closing = *shutdown.borrow();
-        let (next, consumed) = request(front, &mut io, &buf, &info, closing).await;
+        // Boxed: an idle connection then holds only the small state of `read_head`, not the
+        // ~3 KB of a request in progress (measured by `sizes::future_sizes`).
+        let (next, consumed) = Box::pin(request(front, &mut io, &buf, &info, closing)).await;
         match next {
             Next::KeepAlive => buf.advance(consumed),
             Next::Close => {
@@ -154,10 +158,6 @@ async fn serve(front: &Front, mut io: Stream, shutdown: &ShutdownWatch) -> Optio
                 return None;
             }
             Next::HandOver => return Some(rewound(io, buf)),
-        }
-        if buf.is_empty() && buf.capacity() > HEAD_READ {
-            // A keep-alive connection waits with a small buffer.
-            buf = BytesMut::new();
         }
     }
 }
@@ -170,6 +170,8 @@ enum HeadRead {
 
 /// Reads until `buf` holds a whole request head.
 async fn read_head(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> HeadRead {
+    // The head must arrive within HEAD_READ_TIMEOUT of its first bytes (no slow trickle).
+    let mut deadline = None;
     loop {
         if head_complete(buf) {
             return HeadRead::Complete;
@@ -177,24 +179,68 @@ async fn read_head(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownW
         if buf.len() >= HEAD_LIMIT {
             return HeadRead::HandOver;
         }
-        let idle = buf.is_empty();
-        if idle && *shutdown.borrow() {
-            return HeadRead::Closed;
-        }
-        buf.reserve(HEAD_READ);
-        let read = io.read_buf(buf);
-        let n = if idle {
-            tokio::select! {
-                r = tokio::time::timeout(KEEPALIVE_IDLE, read) => r,
-                _ = changed(shutdown) => return HeadRead::Closed,
+        if buf.is_empty() {
+            if *shutdown.borrow() {
+                return HeadRead::Closed;
             }
-        } else {
-            tokio::time::timeout(HEAD_READ_TIMEOUT, read).await
-        };
-        match n {
+            match wait_idle(io, buf, shutdown).await {
+                Idle::Data => continue,
+                Idle::Closed => return HeadRead::Closed,
+            }
+        }
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + HEAD_READ_TIMEOUT);
+        buf.reserve(HEAD_READ);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+enum Idle {
+    /// Bytes of a request are in `buf` or ready to be read.
+    Data,
+    Closed,
+}
+
+/// Waits for the first bytes of the next request, at most [`KEEPALIVE_IDLE`]. A connection idle
+/// for over [`IDLE_SHRINK`] waits without a read buffer (a 1-byte peek where the stream allows
+/// it), so that idle keep-alive connections cost little memory.
+async fn wait_idle(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Idle {
+    buf.reserve(HEAD_READ);
+    let read = tokio::time::timeout(IDLE_SHRINK, io.read_buf(buf));
+    let first = tokio::select! {
+        r = read => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match first {
+        Ok(Ok(0)) | Ok(Err(_)) => return Idle::Closed,
+        Ok(Ok(_)) => return Idle::Data,
+        Err(_) => {}
+    }
+    *buf = BytesMut::new();
+    let rest = KEEPALIVE_IDLE.saturating_sub(IDLE_SHRINK);
+    let mut one = [0u8; 1];
+    let peeked = tokio::select! {
+        r = tokio::time::timeout(rest, io.try_peek(&mut one)) => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match peeked {
+        Ok(Ok(true)) => return Idle::Data,
+        Ok(Ok(false)) => {}
+        Ok(Err(_)) | Err(_) => return Idle::Closed,
+    }
+    // The stream cannot peek (TLS): wait with a buffer.
+    buf.reserve(HEAD_READ);
+    let read = tokio::time::timeout(rest, io.read_buf(buf));
+    let r = tokio::select! {
+        r = read => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match r {
+        Ok(Ok(n)) if n > 0 => Idle::Data,
+        _ => Idle::Closed,
     }
 }
 
@@ -1472,5 +1518,46 @@ mod tests {
         assert!(!plain_path("*"));
         assert!(!plain_path("/a b"));
         assert!(!plain_path("/a\"b"));
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+    use crate::decide::ListenerMode;
+    use crate::front::Shared;
+    use hubify_edge_config::{Config, EMBEDDED_DEFAULT};
+
+    fn front() -> Front {
+        let config = Config::from_toml(EMBEDDED_DEFAULT, "embedded").expect("embedded config");
+        let fly = crate::fly::FlyNet::new(&config.fly, Duration::from_secs(1)).expect("fly");
+        let routes = crate::routes::RouteStore::from_config(&config).expect("routes");
+        let shared = Arc::new(Shared {
+            config,
+            routes,
+            fly: Arc::new(fly),
+        });
+        Front::new(ListenerMode::Plain(hubify_edge_config::Dispatch::Forward), shared)
+    }
+
+    #[tokio::test]
+    async fn future_sizes() {
+        let front = front();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let info = ConnInfo { peer: None, sni: None };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (req, _) = parse(buf, &mut headers).expect("parses");
+        let mut notes = Notes::default();
+        eprintln!("route: {}", std::mem::size_of_val(&front.route(&req, None, &mut notes)));
+        eprintln!("lookup: {}", std::mem::size_of_val(&front.shared.routes.lookup("a")));
+        let mut io = stream;
+        eprintln!("request: {}", std::mem::size_of_val(&request(&front, &mut io, buf, &info, false)));
+        eprintln!("serve: {}", std::mem::size_of_val(&serve(&front, io, &rx)));
     }
 }
