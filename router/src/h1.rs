@@ -538,6 +538,14 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The standard reason phrase of a status ("Bad Gateway").
+fn canonical_reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
 fn itoa(mut n: u64) -> String {
     if n == 0 {
         return "0".into();
@@ -593,7 +601,7 @@ async fn page(
 ) {
     let (content_type, body) = pages::render(status, detail, rid, json);
     let mut out = Vec::with_capacity(256 + body.len());
-    status_line(&mut out, status, pages::reason(status));
+    status_line(&mut out, status, canonical_reason(status));
     put_header(&mut out, "content-type", content_type.as_bytes());
     put_header(
         &mut out,
@@ -617,7 +625,7 @@ async fn page(
 /// A response without a body (redirects, replays).
 async fn small(io: &mut Stream, done: &mut Done, status: u16, headers: &[(&str, &str)], rid: &str) {
     let mut out = Vec::with_capacity(256);
-    status_line(&mut out, status, pages::reason(status));
+    status_line(&mut out, status, canonical_reason(status));
     for (name, value) in headers {
         put_header(&mut out, name, value.as_bytes());
     }
@@ -1021,7 +1029,11 @@ async fn forward(
     match relay(io, &mut up, rbuf, resp, plan.read_timeout, done).await {
         Ok(true) => checkin(plan.addr, up, up_conf.keepalive_pool),
         Ok(false) => {}
-        Err(kind) => {
+        Err(Cut::BeforeHead) => {
+            let f = Failure::new(UpstreamErrorKind::InvalidResponse);
+            failed(io, req, done, rid, f).await
+        }
+        Err(Cut::After(kind)) => {
             // The head went out: the client can only learn of it by the connection closing.
             tracing::warn!(error = kind.as_str(), upstream = %plan.addr, "response cut short");
             metrics::upstream().error(kind);
@@ -1045,6 +1057,20 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     page(io, done, status, detail, rid, json, head_only, &[]).await;
 }
 
+/// How a relay failed.
+enum Cut {
+    /// The upstream's body was unusable before anything went to the client.
+    BeforeHead,
+    /// After the head went out.
+    After(UpstreamErrorKind),
+}
+
+impl From<UpstreamErrorKind> for Cut {
+    fn from(kind: UpstreamErrorKind) -> Cut {
+        Cut::After(kind)
+    }
+}
+
 /// Relays the body after the head. `Ok(true)`: the upstream connection can be pooled.
 async fn relay(
     io: &mut Stream,
@@ -1053,7 +1079,7 @@ async fn relay(
     resp: ResponseHead,
     read_timeout: Duration,
     done: &mut Done,
-) -> Result<bool, UpstreamErrorKind> {
+) -> Result<bool, Cut> {
     let mut out = resp.out;
     match resp.framing {
         Framing::Empty => {
@@ -1076,7 +1102,7 @@ async fn relay(
                 rbuf.clear();
                 let n = read_some(up, &mut rbuf, read_timeout).await?;
                 if n == 0 {
-                    return Err(UpstreamErrorKind::Closed);
+                    return Err(Cut::After(UpstreamErrorKind::Closed));
                 }
                 let take = (n as u64).min(left) as usize;
                 if !send(io, &rbuf[..take], done).await {
@@ -1093,15 +1119,20 @@ async fn relay(
         Framing::Chunked => {
             let mut scan = Chunked::default();
             let mut body = rbuf.split();
+            let mut head_sent = false;
             loop {
-                let end = scan
-                    .feed(&body)
-                    .map_err(|_| UpstreamErrorKind::InvalidResponse)?;
+                let end = match scan.feed(&body) {
+                    Ok(end) => end,
+                    // Nothing went to the client yet: it gets a 502 page instead.
+                    Err(BadChunk) if !head_sent => return Err(Cut::BeforeHead),
+                    Err(BadChunk) => return Err(Cut::After(UpstreamErrorKind::InvalidResponse)),
+                };
                 let take = end.unwrap_or(body.len());
                 out.extend_from_slice(&body[..take]);
                 if !send(io, &out, done).await {
                     return Ok(false);
                 }
+                head_sent = true;
                 done.bytes_sent += take;
                 if end.is_some() {
                     return Ok(resp.reusable && take == body.len());
@@ -1109,7 +1140,7 @@ async fn relay(
                 out.clear();
                 body.clear();
                 if read_some(up, &mut body, read_timeout).await? == 0 {
-                    return Err(UpstreamErrorKind::Closed);
+                    return Err(Cut::After(UpstreamErrorKind::Closed));
                 }
             }
         }
@@ -1537,27 +1568,44 @@ mod sizes {
             routes,
             fly: Arc::new(fly),
         });
-        Front::new(ListenerMode::Plain(hubify_edge_config::Dispatch::Forward), shared)
+        Front::new(
+            ListenerMode::Plain(hubify_edge_config::Dispatch::Forward),
+            shared,
+        )
     }
 
     #[tokio::test]
     async fn future_sizes() {
         let front = front();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let tcp = TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
         let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        let info = ConnInfo { peer: None, sni: None };
+        let info = ConnInfo {
+            peer: None,
+            sni: None,
+        };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let (req, _) = parse(buf, &mut headers).expect("parses");
         let mut notes = Notes::default();
-        eprintln!("route: {}", std::mem::size_of_val(&front.route(&req, None, &mut notes)));
-        eprintln!("lookup: {}", std::mem::size_of_val(&front.shared.routes.lookup("a")));
+        eprintln!(
+            "route: {}",
+            std::mem::size_of_val(&front.route(&req, None, &mut notes))
+        );
+        eprintln!(
+            "lookup: {}",
+            std::mem::size_of_val(&front.shared.routes.lookup("a"))
+        );
         let mut io = stream;
-        eprintln!("request: {}", std::mem::size_of_val(&request(&front, &mut io, buf, &info, false)));
+        eprintln!(
+            "request: {}",
+            std::mem::size_of_val(&request(&front, &mut io, buf, &info, false))
+        );
         eprintln!("serve: {}", std::mem::size_of_val(&serve(&front, io, &rx)));
     }
 }

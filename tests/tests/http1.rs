@@ -5,8 +5,10 @@
 //! headers, byte-exact request targets, per-request forwarded headers on a kept connection, and
 //! the router's own answers on a kept connection.
 //!
-//! These pin down what the router does today (Pingora's HTTP/1 engine) so a replacement engine can
-//! be checked against them. Client side: raw bytes over TCP or TLS ([`RawConn`]); upstream side:
+//! These were written against Pingora's HTTP/1 engine and now hold for the router's HTTP/1.1 fast
+//! path (`router/src/h1.rs`) too, which serves simple requests and hands the rest (request
+//! bodies, `Expect`, HTTP/1.0, upgrades, malformed heads) to Pingora at a request boundary; the
+//! last tests cover the hand-over, idle connections and the engine switch. Client side: raw bytes over TCP or TLS ([`RawConn`]); upstream side:
 //! a scripted raw server ([`RawUpstream`]) where the exact bytes matter, the echo upstream
 //! elsewhere.
 
@@ -38,9 +40,18 @@ struct RawStack {
 
 impl RawStack {
     async fn start(up: RawUpstream) -> RawStack {
-        let cfg = EdgeConfig::new()
-            .path(PathRule::new("/terminal", up.port).strip())
-            .path(PathRule::new("/", up.port));
+        Self::start_with(up, |c| c).await
+    }
+
+    async fn start_with(
+        up: RawUpstream,
+        adjust: impl FnOnce(EdgeConfig) -> EdgeConfig,
+    ) -> RawStack {
+        let cfg = adjust(
+            EdgeConfig::new()
+                .path(PathRule::new("/terminal", up.port).strip())
+                .path(PathRule::new("/", up.port)),
+        );
         let router = Router::start(&cfg).await;
         RawStack {
             up,
@@ -1295,4 +1306,157 @@ async fn router_answers_keep_the_connection() {
         ],
         "only the forwarded requests reach the upstream"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast path and its hand-over to Pingora.
+
+/// An upstream that answers with the target and the request body.
+async fn target_echo() -> RawUpstream {
+    RawUpstream::start(|_, seen| {
+        let mut body = seen.target().into_bytes();
+        body.extend_from_slice(b" ");
+        body.extend_from_slice(&seen.body);
+        Reply::ok(&body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_simple_requests_are_all_answered_in_order() {
+    let s = RawStack::start(target_echo().await).await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        let batch = format!("{}{}{}", get("/p/1"), get("/p/2?q"), get("/p/3"));
+        conn.send(batch.as_bytes()).await;
+        for want in ["/p/1 ", "/p/2?q ", "/p/3 "] {
+            let r = conn.read(false).await;
+            assert_eq!(r.status, 200, "{t:?}: {}", r.summary());
+            assert_eq!(r.text(), want, "{t:?}: out of order");
+        }
+        still_usable(&mut conn, "after three pipelined requests").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_and_handed_over_requests_share_a_connection() {
+    // GET (fast path), POST with a body (handed to Pingora with the bytes already read), GET
+    // (Pingora keeps the connection): one connection, three answers, bodies intact.
+    let s = RawStack::start(target_echo().await).await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        let r = conn.roundtrip(get("/one")).await;
+        assert_eq!((r.status, r.text()), (200, "/one ".to_string()), "{t:?}");
+        let post = format!("POST /two HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 5\r\n\r\nhello");
+        let r = conn.roundtrip(post).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "/two hello".to_string()),
+            "{t:?}"
+        );
+        let r = conn.roundtrip(get("/three")).await;
+        assert_eq!((r.status, r.text()), (200, "/three ".to_string()), "{t:?}");
+        let chunked = format!(
+            "PUT /four HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        );
+        let r = conn.roundtrip(chunked).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "/four abc".to_string()),
+            "{t:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_serves_after_a_pause() {
+    // The fast path gives an idle connection's read buffer back after 1 s and waits with a
+    // 1-byte peek (plain) or a fresh buffer (TLS): the next request must read whole.
+    let s = RawStack::start(target_echo().await).await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        let r = conn.roundtrip(get("/before")).await;
+        assert_eq!(r.text(), "/before ", "{t:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The head arrives in two writes around the pause's end: the peeked byte is kept.
+        let req = get("/after?x=1");
+        conn.send(&req.as_bytes()[..1]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.send(&req.as_bytes()[1..]).await;
+        let r = conn.read(false).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "/after?x=1 ".to_string()),
+            "{t:?}"
+        );
+        let r = conn.roundtrip(get("/again")).await;
+        assert_eq!(r.text(), "/again ", "{t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingora_engine_serves_everything_when_the_fast_path_is_off() {
+    let s = RawStack::start_with(target_echo().await, |c| c.http1_fast_path(false)).await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        let r = conn.roundtrip(get("/a?b")).await;
+        assert_eq!((r.status, r.text()), (200, "/a?b ".to_string()), "{t:?}");
+        assert!(r.connection_has("keep-alive"), "{t:?}: {}", r.head_text());
+        let post = format!("POST /p HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 2\r\n\r\nhi");
+        let r = conn.roundtrip(post).await;
+        assert_eq!((r.status, r.text()), (200, "/p hi".to_string()), "{t:?}");
+        let r = conn
+            .roundtrip(format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\n\r\n",
+                host("nobody")
+            ))
+            .await;
+        // Plain: unknown workspace; TLS (SNI alice): another host on this connection.
+        let want = if matches!(t, T::Tls) { 421 } else { 404 };
+        assert_eq!(r.status, want, "{t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_body_cut_short_closes_the_client_connection() {
+    // A body cut short after the head went out (Content-Length 100, 10 bytes, close): the client
+    // sees the connection end rather than waiting. A chunked body broken before anything was
+    // sent: a 502 page. The router keeps serving either way.
+    let s = RawStack::start(
+        RawUpstream::start(|_, seen| match seen.target().as_str() {
+            "/short" => Reply::bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-ten!!")
+                .then_close(),
+            "/badchunk" => Reply::bytes(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n",
+            ),
+            _ => Reply::ok(b"fine"),
+        })
+        .await,
+    )
+    .await;
+    for t in BOTH {
+        let mut conn = s.conn(t).await;
+        conn.send(get("/short").as_bytes()).await;
+        let (got, end) = conn.drain(Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{t:?}: {text}");
+        assert_ne!(
+            end,
+            End::Open,
+            "{t:?}: the client connection stayed open: {text}"
+        );
+
+        let mut conn = s.conn(t).await;
+        let r = conn.roundtrip(get("/badchunk")).await;
+        assert_eq!(r.status, 502, "{t:?}: {}", r.summary());
+        assert_eq!(
+            r.head_text().lines().next(),
+            Some("HTTP/1.1 502 Bad Gateway"),
+            "{t:?}"
+        );
+        still_usable(&mut conn, "after a 502").await;
+        let mut conn = s.conn(t).await;
+        let r = conn.roundtrip(get("/ok")).await;
+        assert_eq!(r.text(), "fine", "{t:?}");
+    }
 }
