@@ -176,7 +176,7 @@ for _ in $(seq 1 600); do
   kill -0 "$CLIENT" 2>/dev/null || break
   sleep 0.1
 done
-sleep 1 # let the router finish each connection's request and park it
+sleep "${SETTLE:-2}" # let the router finish each connection's request and park it (idle buffers go after 1 s)
 conns=$(cat "$WORK/conns.txt")
 established=$(ss -Htn state established "( sport = :$R_HTTP )" | wc -l)
 RSS_CONNS=$(rss_mib "$ROUTER_PID")

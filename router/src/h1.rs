@@ -581,7 +581,7 @@ async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
         Ok(Ok(())) => true,
         _ => {
             done.close = true;
-            done.error = "write_error";
+            done.error = "WriteError";
             false
         }
     }
@@ -1039,8 +1039,25 @@ async fn forward(
             metrics::upstream().error(kind);
             done.close = true;
             done.outcome = "error";
-            done.error = kind.as_str();
+            done.error = error_name(kind);
         }
+    }
+}
+
+/// The access log's name for a failure: Pingora's error type names, so both engines log alike.
+fn error_name(kind: UpstreamErrorKind) -> &'static str {
+    match kind {
+        UpstreamErrorKind::ConnectRefused => "ConnectRefused",
+        UpstreamErrorKind::ConnectTimeout => "ConnectTimedout",
+        UpstreamErrorKind::ConnectError => "ConnectError",
+        UpstreamErrorKind::Tls => "TLSHandshakeFailure",
+        UpstreamErrorKind::ReadTimeout => "ReadTimedout",
+        UpstreamErrorKind::WriteTimeout => "WriteTimedout",
+        UpstreamErrorKind::Closed => "ConnectionClosed",
+        UpstreamErrorKind::ReadError => "ReadError",
+        UpstreamErrorKind::WriteError => "WriteError",
+        UpstreamErrorKind::InvalidResponse => "InvalidHTTPHeader",
+        UpstreamErrorKind::Other => "UnknownError",
     }
 }
 
@@ -1050,7 +1067,7 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     tracing::debug!(error = f.kind.as_str(), "upstream failed");
     let status = f.status();
     done.outcome = "error";
-    done.error = f.kind.as_str();
+    done.error = error_name(f.kind);
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let head_only = req.method == "HEAD";
     let detail = upstream_failure_detail(status);
