@@ -35,15 +35,10 @@ pub enum StartError {
 }
 
 /// Pingora's default L4 read buffer is 64 KiB per connection, allocated for every connection for
-/// its whole life: ~1 GiB for 10 000 idle keep-alive clients. Plain HTTP needs none (Pingora reads
-/// headers and bodies into its own buffers); TLS reads whole records through it, so it keeps one
-/// maximum-size record (16 KiB of data + header and overhead). Plain writes are unbuffered: the
-/// HTTP/1.1 fast path writes whole responses at once; TLS writes keep Pingora's default (one
-/// MSS). See docs/performance.md (memory scenario).
-const PLAIN_L4_BUFFER: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: Some(0),
-};
+/// its whole life: ~1 GiB for 10 000 idle keep-alive clients. TLS reads whole records through it,
+/// so the TLS listener keeps one maximum-size record (16 KiB of data + header and overhead);
+/// writes keep Pingora's default (one MSS). The plain listener has no L4 buffers at all
+/// (listen.rs). See docs/performance.md (memory scenario).
 const TLS_L4_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(16 * 1024 + 512),
     write: None,
@@ -117,18 +112,12 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
     Ok(resolver)
 }
 
-/// One listener's service: the HTTP/1.1 fast path in front of Pingora's proxy, both routing
+/// One listener's application: the HTTP/1.1 fast path in front of Pingora's proxy, both routing
 /// through the same [`Front`].
-fn edge_service(
-    conf: &Arc<ServerConf>,
-    mode: ListenerMode,
-    shared: &Arc<Shared>,
-    name: &str,
-) -> Service<EdgeApp> {
+fn edge_app(conf: &Arc<ServerConf>, mode: ListenerMode, shared: &Arc<Shared>) -> EdgeApp {
     let front = Arc::new(Front::new(mode, shared.clone()));
     let pingora = http_proxy(conf, EdgeProxy::new(front.clone()));
-    let fast = shared.config.server.http1_fast_path;
-    Service::new(name.to_string(), EdgeApp::new(front, pingora, fast))
+    EdgeApp::new(front, pingora, shared.config.server.http1_fast_path)
 }
 
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.
@@ -154,7 +143,8 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
-        let mut svc = edge_service(&conf, ListenerMode::Tls, &shared, "https");
+        let app = edge_app(&conf, ListenerMode::Tls, &shared);
+        let mut svc = Service::new("https".to_string(), app);
         let tls = crate::tls::settings(certs.clone())
             .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
         if https.proxy_protocol {
@@ -170,10 +160,9 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
-        let mode = ListenerMode::Plain(http.dispatch);
-        let mut svc = edge_service(&conf, mode, &shared, "http");
-        svc.endpoints()
-            .add_listener(ListenerConfig::tcp(http.address.to_string()).l4_buffer(PLAIN_L4_BUFFER));
+        // Its own accept loop (see listen.rs): small per-connection state for idle keep-alive.
+        let app = edge_app(&conf, ListenerMode::Plain(http.dispatch), &shared);
+        let svc = crate::listen::PlainListener::new("http", http.address, app);
         tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");
         server.add_service(svc);
     }

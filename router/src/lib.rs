@@ -13,6 +13,7 @@ pub mod fly;
 pub mod front;
 pub mod h1;
 pub mod host;
+pub mod listen;
 pub mod metrics;
 pub mod ops;
 pub mod pages;
