@@ -9,6 +9,7 @@
 #   benches/load/cpu.sh                      # plain and replay, 100 000 requests each
 #   N=200000 benches/load/cpu.sh plain
 #   BIN=/tmp/hubify-edge-before benches/load/cpu.sh
+#   FAST_PATH=false benches/load/cpu.sh     # HTTP/1.1 through Pingora's engine only
 #
 # h2load sends N requests on 64 keep-alive HTTP/1.1 connections after a warm-up; the CPU clock
 # ticks (10 ms) of the proxy process are read before and after. nginx runs one worker without a
@@ -105,6 +106,7 @@ cat > "$WORK/forward.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
+http1_fast_path = ${FAST_PATH:-true}
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]

@@ -71,6 +71,7 @@ cat > "$WORK/forward.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
+http1_fast_path = ${FAST_PATH:-true}
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.https]
@@ -94,6 +95,7 @@ cat > "$WORK/replay.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
+http1_fast_path = ${FAST_PATH:-true}
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]

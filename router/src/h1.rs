@@ -380,12 +380,15 @@ fn parse<'a>(
     let mut host = Ok(None);
     let mut connection_names = Vec::new();
     let mut close = false;
+    let mut seen_length = false;
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            if h.value.trim_ascii() != b"0" {
+            // One `Content-Length: 0` at most; anything else is Pingora's to judge.
+            if h.value.trim_ascii() != b"0" || seen_length {
                 return None;
             }
+            seen_length = true;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -1462,6 +1465,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
             b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET /{x} HTTP/1.1\r\nHost: a\r\n\r\n",

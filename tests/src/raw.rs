@@ -172,10 +172,6 @@ pub struct RawSeen {
 }
 
 impl RawSeen {
-    pub fn head_text(&self) -> String {
-        String::from_utf8_lossy(&self.head).into_owned()
-    }
-
     /// The request line (without CRLF).
     pub fn request_line(&self) -> String {
         let text = self.head_text();
@@ -190,19 +186,35 @@ impl RawSeen {
             .unwrap_or_default()
             .to_owned()
     }
+}
+
+impl Head for RawSeen {
+    fn head(&self) -> &[u8] {
+        &self.head
+    }
+}
+
+/// A message head as received: its text and header fields.
+pub trait Head {
+    /// The head exactly as received.
+    fn head(&self) -> &[u8];
+
+    fn head_text(&self) -> String {
+        String::from_utf8_lossy(self.head()).into_owned()
+    }
 
     /// Header fields, names as sent, in order.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        parse_header_lines(&self.head)
+    fn headers(&self) -> Vec<(String, String)> {
+        parse_header_lines(self.head())
     }
 
     /// First value of `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<String> {
+    fn header(&self, name: &str) -> Option<String> {
         header_of(&self.headers(), name).map(str::to_owned)
     }
 
     /// Every value of `name` (case-insensitive), in order.
-    pub fn header_all(&self, name: &str) -> Vec<String> {
+    fn header_all(&self, name: &str) -> Vec<String> {
         self.headers()
             .into_iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -441,28 +453,13 @@ pub struct H1Resp {
     pub chunked: Option<Chunked>,
 }
 
+impl Head for H1Resp {
+    fn head(&self) -> &[u8] {
+        &self.head
+    }
+}
+
 impl H1Resp {
-    pub fn head_text(&self) -> String {
-        String::from_utf8_lossy(&self.head).into_owned()
-    }
-
-    /// Header fields, names as sent, in order.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        parse_header_lines(&self.head)
-    }
-
-    pub fn header(&self, name: &str) -> Option<String> {
-        header_of(&self.headers(), name).map(str::to_owned)
-    }
-
-    pub fn header_all(&self, name: &str) -> Vec<String> {
-        self.headers()
-            .into_iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-            .collect()
-    }
-
     /// Does a `Connection` header carry `token`?
     pub fn connection_has(&self, token: &str) -> bool {
         self.header_all("connection")

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use hubify_edge_tests::raw::{
-    chunk_encode, pseudo_random, End, Framing, H1Resp, RawConn, RawSeen, RawUpstream, Reply,
+    chunk_encode, pseudo_random, End, Framing, H1Resp, Head, RawConn, RawSeen, RawUpstream, Reply,
     RAW_BOUND,
 };
 use hubify_edge_tests::{host, is_generated_request_id, EdgeConfig, PathRule, Router, Stack};
