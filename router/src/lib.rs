@@ -1,10 +1,12 @@
 //! hubify-edge: the edge router in front of every Hubify workspace.
 //!
 //! The request path is a pure core — [`host`] (Host → label), [`routes`] (label → route),
-//! [`decide`] (route + request → decision), [`pages`] (the router's own answers) — and a thin
-//! Pingora shell in [`proxy`] that carries decisions out. [`app`] assembles listeners from the
-//! validated configuration. Certificates come from the `hubify-edge-acme` crate; this crate never
-//! issues them.
+//! [`decide`] (route + request → decision), [`pages`] (the router's own answers) — gathered in
+//! [`front`] (one request → one [`front::Answer`]), and two HTTP engines that carry answers out:
+//! [`h1`], the router's own HTTP/1.1 code for requests without a body or upgrade, and Pingora's
+//! proxy in [`proxy`] for HTTP/2 and everything [`h1`] hands over. [`listen`] accepts the plain
+//! listener's connections; [`app`] assembles listeners from the validated configuration.
+//! Certificates come from the `hubify-edge-acme` crate; this crate never issues them.
 
 pub mod app;
 pub mod bound;
