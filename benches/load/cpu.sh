@@ -14,51 +14,17 @@
 # h2load sends N requests on 64 keep-alive HTTP/1.1 connections after a warm-up; the CPU clock
 # ticks (10 ms) of the proxy process are read before and after. nginx runs one worker without a
 # master process (so one process holds all its work). Only loopback addresses.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/deps bench
+source "$(dirname "$0")/common.sh" cpu
 
 N=${N:-100000}
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain replay)
-if [[ -z ${BIN:-} ]]; then
-  cargo build --release --bin hubify-edge >&2
-  BIN=target/release/hubify-edge
-fi
 
-WORK=$(mktemp -d /tmp/hubify-cpu.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2; return 1
-}
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 UP=$(free_port); R_HTTP=$(free_port); R_REPLAY=$(free_port); N_HTTP=$(free_port); N_REPLAY=$(free_port)
-mkdir -p "$WORK/up" "$WORK/ngx"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-NGX
-nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+mkdir -p "$WORK/ngx"
+start_upstream "$UP"
 
 cat > "$WORK/ngx/nginx.conf" <<NGX
 pid $WORK/ngx/nginx.pid;
@@ -106,7 +72,7 @@ cat > "$WORK/forward.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
-http1_fast_path = ${FAST_PATH:-true}
+http1_fast_path = $FAST_PATH
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]

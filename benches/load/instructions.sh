@@ -14,53 +14,19 @@
 # counters are zeroed, then N requests on 8 keep-alive connections (HTTP/1.1, Host rotated is not
 # possible with h2load: one workspace, a cache hit every time), and the counters are dumped.
 # Only loopback addresses; every step is bounded.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/deps bench
+source "$(dirname "$0")/common.sh" instr
 command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind" >&2; exit 1; }
 
 N=${N:-20000}
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 replay)
-BIN=${BIN:-target/release/hubify-edge}
-[[ -n ${NO_BUILD:-} ]] || cargo build --release --bin hubify-edge >&2
-
-WORK=$(mktemp -d /tmp/hubify-instr.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ -n ${KEEP:-} ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 never opened" >&2; return 1
-}
 
 UP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R_REPLAY=$(free_port)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-NGX
-nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_upstream "$UP"
 
 routes() {
   for i in $(seq 0 999); do
@@ -71,7 +37,7 @@ cat > "$WORK/forward.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
-http1_fast_path = ${FAST_PATH:-true}
+http1_fast_path = $FAST_PATH
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.https]
@@ -95,7 +61,7 @@ cat > "$WORK/replay.toml" <<TOML
 domain = "bench.test"
 [server]
 threads = 1
-http1_fast_path = ${FAST_PATH:-true}
+http1_fast_path = $FAST_PATH
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]
@@ -123,7 +89,7 @@ measure() {
     "$BIN" run --config "$config" > "$WORK/$name.log" 2>&1 &
   local pid=$!
   PIDS+=($pid)
-  wait_port "$port"
+  wait_port "$port" 60   # valgrind starts slowly
   h2load "$@" -n2000 -c8 -H ':authority: w7.bench.test' "$url" >/dev/null
   callgrind_control -z "$pid" >/dev/null
   local out

@@ -15,17 +15,11 @@
 # Redis), then opens CONNS client connections that each make one keep-alive request and stay
 # open, idle. The router's VmRSS is printed after start, after the warm-up and with the
 # connections open; the route cache's own gauge confirms how many routes are cached. The idle
-# connections are measured well inside Pingora's 60 s keep-alive timeout.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/deps bench
+# connections are measured well inside the 60 s keep-alive timeout.
+source "$(dirname "$0")/common.sh" mem
 
 ROUTES=${ROUTES:-100000}
 CONNS=${CONNS:-10000}
-if [[ -z ${BIN:-} ]]; then
-  cargo build --release --bin hubify-edge >&2
-  BIN=target/release/hubify-edge
-fi
 
 # The router and the client each hold CONNS sockets.
 need=$((CONNS + 1024))
@@ -37,41 +31,12 @@ if (($(ulimit -n) < need)); then
   exit 1
 fi
 
-WORK=$(mktemp -d /tmp/hubify-mem.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2; return 1
-}
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
 
 UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); OPS=$(free_port)
 
 # --- the trivial upstream (nginx `return 200`) -------------------------------------------------
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-NGX
-nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+start_upstream "$UP"
 
 # --- Redis with ROUTES route records -----------------------------------------------------------
 redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no --dir "$WORK" \
@@ -91,7 +56,7 @@ domain = "bench.test"
 address = "127.0.0.1:$OPS"
 [server]
 threads = 1
-http1_fast_path = ${FAST_PATH:-true}
+http1_fast_path = $FAST_PATH
 grace_period = "0s"
 shutdown_timeout = "1s"
 [listeners.http]

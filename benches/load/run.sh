@@ -18,40 +18,16 @@
 # request). Only loopback addresses are used; every run is bounded by DURATION. The optional
 # scenario `bare` (not in the default list) drives a Pingora proxy with no logic at all
 # (benches/examples/bare_pingora.rs) the same way as `plain`: the framework floor.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-source scripts/deps bench
+source "$(dirname "$0")/common.sh" load
 
 DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-1}
 CONNS=${CONNS:-64}
-FAST_PATH=${FAST_PATH:-true}
 N_HOSTS=1000
 SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 tls-h2 replay tls-new)
 
-if [[ -z ${BIN:-} ]]; then
-  cargo build --release --bin hubify-edge >&2
-  BIN=target/release/hubify-edge
-fi
 
-WORK=$(mktemp -d /tmp/hubify-load.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2; return 1
-}
 
 BARE=0
 for s in "${SCENARIOS[@]}"; do [[ $s == bare ]] && BARE=1; done
@@ -68,19 +44,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 # --- the trivial upstream -------------------------------------------------------------------
-mkdir -p "$WORK/up" "$WORK/ngx"
-cat > "$WORK/up/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } }
-}
-NGX
-nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+mkdir -p "$WORK/ngx"
+start_upstream "$UP"
 
 # --- nginx doing the router's job ---------------------------------------------------------------
 {
