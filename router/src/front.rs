@@ -78,16 +78,23 @@ pub struct Plan {
     pub idle_timeout: Option<Duration>,
 }
 
+/// One of the router's own answers: a page with a status.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    /// The metrics/access-log outcome.
+    pub outcome: &'static str,
+    /// The sentence the page shows.
+    pub detail: Cow<'static, str>,
+    /// Send `Retry-After: 5` (a temporary condition).
+    pub retry_after: bool,
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Answer {
     /// One of the router's own pages.
-    Page {
-        status: u16,
-        outcome: &'static str,
-        detail: Cow<'static, str>,
-        retry_after: bool,
-    },
+    Page(Page),
     /// `308` to this location.
     Redirect(String),
     /// `307` with `fly-replay: value` (and the replay-cache headers when `cache_ttl` is set).
@@ -101,21 +108,21 @@ pub enum Answer {
 
 impl Answer {
     fn page(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
-        Answer::Page {
+        Answer::Page(Page {
             status,
             outcome,
             detail: detail.into(),
             retry_after: false,
-        }
+        })
     }
 
     fn retry(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
-        Answer::Page {
+        Answer::Page(Page {
             status,
             outcome,
             detail: detail.into(),
             retry_after: true,
-        }
+        })
     }
 }
 
@@ -355,12 +362,12 @@ impl Front {
                                 if let crate::fly::FlyError::Dns(why) = &e {
                                     tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
                                 }
-                                return Answer::Page {
+                                return Answer::Page(Page {
                                     status,
                                     outcome,
                                     detail: detail.into(),
                                     retry_after: retry,
-                                };
+                                });
                             }
                         }
                     }

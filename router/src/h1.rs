@@ -454,20 +454,18 @@ async fn request(
     };
     let mut upstream = None;
     match answer {
-        Answer::Page {
-            status,
-            outcome,
-            detail,
-            retry_after,
-        } => {
+        Answer::Page(p) => {
             let json = pages::prefers_json(req.header(&http::header::ACCEPT));
-            let extra: &[(&str, &str)] = if retry_after {
+            let extra: &[(&str, &str)] = if p.retry_after {
                 &[("retry-after", "5")]
             } else {
                 &[]
             };
-            done.outcome = outcome;
-            page(io, &mut done, status, &detail, rid, json, head_only, extra).await;
+            done.outcome = p.outcome;
+            page(
+                io, &mut done, p.status, &p.detail, rid, json, head_only, extra,
+            )
+            .await;
         }
         Answer::Redirect(location) => {
             done.outcome = "redirect";

@@ -286,13 +286,8 @@ impl ProxyHttp for EdgeProxy {
             .route(&view(session), sni.as_deref(), &mut ctx.notes)
             .await;
         match answer {
-            Answer::Page {
-                status,
-                outcome,
-                detail,
-                retry_after,
-            } => {
-                self.respond(session, ctx, status, outcome, &detail, retry_after)
+            Answer::Page(p) => {
+                self.respond(session, ctx, p.status, p.outcome, &p.detail, p.retry_after)
                     .await
             }
             Answer::Redirect(location) => self.redirect(session, ctx, location).await,

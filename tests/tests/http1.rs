@@ -76,6 +76,16 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {ALICE}\r\n\r\n")
 }
 
+/// The response carries exactly one `Connection` header, with this value.
+fn assert_connection(resp: &H1Resp, want: &str, t: T) {
+    assert_eq!(
+        resp.header_all("connection"),
+        [want],
+        "{t:?}: {}",
+        resp.head_text()
+    );
+}
+
 fn sha(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
@@ -865,23 +875,13 @@ async fn upstream_connection_headers_do_not_break_the_client_connection() {
         assert_eq!(resp.body, b"ka", "{t:?}");
         // One Connection header, the router's own: keep-alive. (Main relays the upstream's
         // `Keep-Alive` and the `X-Bar` it nominated; see the report.)
-        assert_eq!(
-            resp.header_all("connection"),
-            ["keep-alive"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "keep-alive", t);
         still_usable(&mut conn, "after an upstream Keep-Alive header").await;
 
         // The upstream closing its connection is not the client's business.
         let resp = conn.roundtrip(get("/close")).await;
         assert_eq!(resp.body, b"cl", "{t:?}");
-        assert_eq!(
-            resp.header_all("connection"),
-            ["keep-alive"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "keep-alive", t);
         still_usable(&mut conn, "after an upstream Connection: close").await;
     }
     let seen = s.up.seen();
@@ -910,12 +910,7 @@ async fn client_connection_close_and_http10_close_after_the_response() {
             ))
             .await;
         assert_eq!(echo_path(&resp), "/bye", "{t:?}");
-        assert_eq!(
-            resp.header_all("connection"),
-            ["close"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "close", t);
         assert_eq!(
             conn.end(RAW_BOUND).await,
             End::Eof,
@@ -934,12 +929,7 @@ async fn client_connection_close_and_http10_close_after_the_response() {
             "{t:?}: {}",
             resp.head_text()
         );
-        assert_eq!(
-            resp.header_all("connection"),
-            ["close"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "close", t);
         assert_eq!(
             conn.end(RAW_BOUND).await,
             End::Eof,
@@ -956,12 +946,7 @@ async fn client_connection_close_and_http10_close_after_the_response() {
                 .await;
             assert_eq!(echo_path(&resp), path, "{t:?}");
             assert!(matches!(resp.framing, Framing::ContentLength(_)), "{t:?}");
-            assert_eq!(
-                resp.header_all("connection"),
-                ["keep-alive"],
-                "{t:?}: {}",
-                resp.head_text()
-            );
+            assert_connection(&resp, "keep-alive", t);
         }
     }
 }
@@ -1269,24 +1254,14 @@ async fn router_answers_keep_the_connection() {
         let want = if matches!(t, T::Tls) { 421 } else { 404 };
         assert_eq!(resp.status, want, "{t:?}: {}", resp.summary());
         assert!(matches!(resp.framing, Framing::ContentLength(_)), "{t:?}");
-        assert_eq!(
-            resp.header_all("connection"),
-            ["keep-alive"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "keep-alive", t);
         let next = conn.roundtrip(get("/after-router-answer")).await;
         assert_eq!(echo_path(&next), "/after-router-answer", "{t:?}");
 
         // No Host: 400, connection kept.
         let resp = conn.roundtrip("GET / HTTP/1.1\r\n\r\n").await;
         assert_eq!(resp.status, 400, "{t:?}: {}", resp.summary());
-        assert_eq!(
-            resp.header_all("connection"),
-            ["keep-alive"],
-            "{t:?}: {}",
-            resp.head_text()
-        );
+        assert_connection(&resp, "keep-alive", t);
         let next = conn.roundtrip(get("/after-400")).await;
         assert_eq!(echo_path(&next), "/after-400", "{t:?}");
     }
