@@ -7,7 +7,6 @@ use std::time::Duration;
 use hubify_edge_acme::{self_signed, CertResolver, FileWatcher};
 use hubify_edge_config::{Config, TlsSource};
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
@@ -16,6 +15,7 @@ use pingora_proxy::http_proxy;
 use crate::decide::ListenerMode;
 use crate::front::{Front, Shared};
 use crate::h1::EdgeApp;
+use crate::listen::EdgeListener;
 use crate::ops::OpsApp;
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
@@ -33,16 +33,6 @@ pub enum StartError {
     #[error("route store: {0}")]
     Routes(#[from] crate::routes::redis::RedisStoreError),
 }
-
-/// Pingora's default L4 read buffer is 64 KiB per connection, allocated for every connection for
-/// its whole life: ~1 GiB for 10 000 idle keep-alive clients. TLS reads whole records through it,
-/// so the TLS listener keeps one maximum-size record (16 KiB of data + header and overhead);
-/// writes keep Pingora's default (one MSS). The plain listener has no L4 buffers at all
-/// (listen.rs). See docs/performance.md (memory scenario).
-const TLS_L4_BUFFER: L4BufferSettings = L4BufferSettings {
-    read: Some(16 * 1024 + 512),
-    write: None,
-};
 
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -143,26 +133,21 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
-        let app = edge_app(&conf, ListenerMode::Tls, &shared);
-        let mut svc = Service::new("https".to_string(), app);
         let tls = crate::tls::settings(certs.clone())
             .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
-        if https.proxy_protocol {
-            svc.endpoints()
-                .set_pre_tls_callback(Arc::new(crate::proxy_protocol::ProxyV2));
-        }
-        svc.endpoints().add_listener(
-            ListenerConfig::tcp(https.address.to_string())
-                .tls(tls)
-                .l4_buffer(TLS_L4_BUFFER),
-        );
+        let tls = crate::listen::Tls {
+            acceptor: tls.build(),
+            proxy_protocol: https.proxy_protocol,
+        };
+        let app = edge_app(&conf, ListenerMode::Tls, &shared);
+        let svc = EdgeListener::new("https", https.address, app, Some(tls));
         tracing::info!(address = %https.address, proxy_protocol = https.proxy_protocol, "https listener");
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
         // Its own accept loop (see listen.rs): small per-connection state for idle keep-alive.
         let app = edge_app(&conf, ListenerMode::Plain(http.dispatch), &shared);
-        let svc = crate::listen::PlainListener::new("http", http.address, app);
+        let svc = EdgeListener::new("http", http.address, app, None);
         tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");
         server.add_service(svc);
     }

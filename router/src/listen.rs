@@ -1,11 +1,13 @@
-//! The plain HTTP listener's own accept loop.
+//! The listeners' own accept loop.
 //!
 //! Pingora's listening service spawns one task per connection whose future also holds the state
-//! of a TLS handshake with a 60 s timeout, whether or not the listener does TLS: ~8.6 KiB for as
-//! long as the connection lives (valgrind massif, docs/performance.md). The plain listener is the
-//! one that sees many idle keep-alive connections (Fly's edge in front of it), so it accepts here
-//! and spawns a task that holds only the connection and [`EdgeApp`]'s per-connection state; the
-//! TLS listener keeps Pingora's.
+//! of a TLS handshake with a 60 s timeout: ~8.6 KiB for as long as the connection lives, idle
+//! keep-alive connections included (valgrind massif, docs/performance.md). Here each connection's
+//! task holds the handshake only while it runs (boxed), then the connection and [`EdgeApp`]'s
+//! per-connection state. On the TLS listener the PROXY v2 header (when configured) is read
+//! before the handshake, which is Pingora's own acceptor (certificates by SNI, ALPN, the SNI
+//! capture); a handshake that fails or takes over 60 s is logged and counted in
+//! `hubify_tls_handshakes_total{result="error"|"timeout"}`.
 //!
 //! Everything else stays Pingora's: the service runs on Pingora's runtime with the configured
 //! worker threads, connections are spread over them as Pingora does, the listening socket is
@@ -21,14 +23,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::h1::EdgeApp;
+use crate::metrics::HandshakeResult;
 
 /// The kernel's accept queue (Pingora's value).
 const BACKLOG: u32 = 65535;
@@ -36,25 +41,37 @@ const BACKLOG: u32 = 65535;
 const BIND_RETRY: Duration = Duration::from_millis(500);
 const BIND_TRIES: u32 = 60;
 
-/// A plain-HTTP listener serving [`EdgeApp`].
-pub struct PlainListener {
+/// How long a client has to complete the TLS handshake (Pingora's value).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// TLS on a listener.
+pub struct Tls {
+    pub acceptor: Acceptor,
+    /// Read a PROXY v2 header before the handshake.
+    pub proxy_protocol: bool,
+}
+
+/// A listener serving [`EdgeApp`], plain or TLS.
+pub struct EdgeListener {
     name: String,
     addr: SocketAddr,
     app: Arc<EdgeApp>,
+    tls: Option<Arc<Tls>>,
 }
 
-impl PlainListener {
-    pub fn new(name: &str, addr: SocketAddr, app: EdgeApp) -> PlainListener {
-        PlainListener {
+impl EdgeListener {
+    pub fn new(name: &str, addr: SocketAddr, app: EdgeApp, tls: Option<Tls>) -> EdgeListener {
+        EdgeListener {
             name: name.to_string(),
             addr,
             app: Arc::new(app),
+            tls: tls.map(Arc::new),
         }
     }
 }
 
 #[async_trait]
-impl Service for PlainListener {
+impl Service for EdgeListener {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
@@ -83,9 +100,10 @@ impl Service for PlainListener {
             match accepted {
                 Ok((tcp, peer)) => {
                     let app = self.app.clone();
+                    let tls = self.tls.clone();
                     let shutdown = shutdown.clone();
                     pingora_runtime::current_handle()
-                        .spawn(async move { connection(app, tcp, peer, shutdown).await });
+                        .spawn(async move { connection(app, tls, tcp, peer, shutdown).await });
                 }
                 Err(e) => {
                     tracing::error!(address = %self.addr, error = %e, "accept failed");
@@ -106,16 +124,55 @@ impl Service for PlainListener {
 }
 
 /// Serves one accepted connection (and what the app hands back for reuse).
-async fn connection(app: Arc<EdgeApp>, tcp: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+async fn connection(
+    app: Arc<EdgeApp>,
+    tls: Option<Arc<Tls>>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: ShutdownWatch,
+) {
     let _ = tcp.set_nodelay(true);
-    // No L4 buffers: the fast path reads into its own buffer and writes whole responses.
-    let mut stream = L4Stream::from(tcp);
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    // No L4 buffers: the fast path reads into its own buffer and writes whole responses; rustls
+    // reads records into its own buffer.
+    let mut l4 = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
     let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
-    stream.set_socket_digest(digest);
-    let mut next = ServerApp::process_new(&app, Box::new(stream), &shutdown).await;
+    l4.set_socket_digest(digest);
+    let stream: Stream = match tls {
+        None => Box::new(l4),
+        // Boxed: the handshake's state is freed once it is done.
+        Some(tls) => match Box::pin(handshake(&tls, l4, peer)).await {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    let mut next = ServerApp::process_new(&app, stream, &shutdown).await;
     while let Some(stream) = next {
         next = ServerApp::process_new(&app, stream, &shutdown).await;
+    }
+}
+
+/// PROXY v2 (when configured) and the TLS handshake, within [`HANDSHAKE_TIMEOUT`]; failures are
+/// logged and counted (successes are counted by the acceptor's callback, `tls.rs`).
+async fn handshake(tls: &Tls, mut l4: L4Stream, peer: SocketAddr) -> Option<Stream> {
+    let steps = async {
+        if tls.proxy_protocol {
+            crate::proxy_protocol::ProxyV2.process(&mut l4).await?;
+        }
+        tls.acceptor.tls_handshake(l4).await
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, steps).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(e)) => {
+            crate::metrics::tls_handshake(HandshakeResult::Error);
+            tracing::warn!(client = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            crate::metrics::tls_handshake(HandshakeResult::Timeout);
+            tracing::warn!(client = %peer, "TLS handshake timed out");
+            None
+        }
     }
 }
 

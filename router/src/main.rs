@@ -176,7 +176,6 @@ fn init_logging(config: &Config) {
     // `init` also installs the `log` → tracing bridge (Pingora logs through `log`).
     let installed = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(hubify_edge::metrics::handshake_failure_layer())
         .try_init();
     if let Err(e) = installed {
         eprintln!("hubify-edge: logging not initialised: {e}");

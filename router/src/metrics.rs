@@ -21,7 +21,7 @@
 //!   rendered with the rest, `hubify_route_cache_*`);
 //! - 6PN and Fly: [`dns_lookup`], [`machine_wake`];
 //! - TLS and ACME: [`tls_handshake`] (successes from the listener's handshake callback, failures
-//!   from Pingora's own log line through [`handshake_failure_layer`]), [`set_certificates`] /
+//!   and timeouts from the accept loop in `listen.rs`), [`set_certificates`] /
 //!   [`cert_not_after`], [`renewal`];
 //! - process: [`init`] (build info, start time; the `process_*` family comes from the crate's
 //!   process collector).
@@ -823,70 +823,6 @@ pub fn renewal(result: RenewalResult) {
     TLS.renewals[result.index()].inc();
 }
 
-/// Counts failed TLS handshakes from Pingora's own log line.
-///
-/// Pingora 0.9 has no hook for a failed server handshake: its listener logs
-/// `Downstream handshake error …` / `Downstream handshake timeout` (target
-/// `pingora_core::services::listening`, level ERROR) and drops the connection. Those lines reach
-/// tracing through the `log` bridge; this layer counts them. On this router only the TLS listener
-/// has a handshake (the plain listeners' is a no-op), so each such line is one failed TLS
-/// handshake. The layer carries its own filter, so it counts whatever the configured log level.
-pub fn handshake_failure_layer<S>() -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use tracing_subscriber::Layer;
-    HandshakeFailures.with_filter(
-        tracing_subscriber::filter::Targets::new()
-            .with_target(PINGORA_LISTENING_TARGET, tracing::Level::ERROR),
-    )
-}
-
-const PINGORA_LISTENING_TARGET: &str = "pingora_core::services::listening";
-
-struct HandshakeFailures;
-
-/// The handshake result a Pingora listener log message reports, if it reports one.
-pub fn handshake_failure_from_message(message: &str) -> Option<HandshakeResult> {
-    if message.starts_with("Downstream handshake timeout") {
-        Some(HandshakeResult::Timeout)
-    } else if message.starts_with("Downstream handshake error") {
-        Some(HandshakeResult::Error)
-    } else {
-        None
-    }
-}
-
-struct MessagePrefix(Option<HandshakeResult>);
-
-impl tracing::field::Visit for MessagePrefix {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        if field.name() == "message" {
-            self.0 = handshake_failure_from_message(value);
-        }
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            // Only Pingora's listener errors get here (see the layer's filter): rare.
-            self.0 = handshake_failure_from_message(&format!("{value:?}"));
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandshakeFailures {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut visitor = MessagePrefix(None);
-        event.record(&mut visitor);
-        if let Some(result) = visitor.0 {
-            tls_handshake(result);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Process.
 
@@ -953,19 +889,6 @@ mod tests {
         for (i, k) in UpstreamErrorKind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
         }
-    }
-
-    #[test]
-    fn handshake_messages() {
-        assert_eq!(
-            handshake_failure_from_message("Downstream handshake error from 127.0.0.1:5000: TLS"),
-            Some(HandshakeResult::Error)
-        );
-        assert_eq!(
-            handshake_failure_from_message("Downstream handshake timeout"),
-            Some(HandshakeResult::Timeout)
-        );
-        assert_eq!(handshake_failure_from_message("Accept() failed"), None);
     }
 
     #[test]

@@ -23,8 +23,8 @@ impl TlsAccept for SniCapture {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        // Called once per completed handshake; failures are counted from Pingora's log line
-        // (see `metrics::handshake_failure_layer`).
+        // Called once per completed handshake; failures and timeouts are counted by the
+        // accept loop (`listen.rs`).
         crate::metrics::tls_handshake(crate::metrics::HandshakeResult::Ok);
         let name = tls.server_name()?;
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
