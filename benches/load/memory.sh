@@ -7,6 +7,7 @@
 #
 #   benches/load/memory.sh
 #   ROUTES=100000 CONNS=10000 benches/load/memory.sh
+#   LISTENER=https benches/load/memory.sh      # the idle connections are TLS connections
 #
 # What it does, all on loopback: starts a redis-server (no persistence) and writes ROUTES route
 # records into it (the contract of docs/routes.md: hash `hubify:route:<label>`), starts the
@@ -20,6 +21,8 @@ source "$(dirname "$0")/common.sh" mem
 
 ROUTES=${ROUTES:-100000}
 CONNS=${CONNS:-10000}
+# LISTENER=https: the idle connections are TLS (HTTP/1.1) connections to the TLS listener.
+LISTENER=${LISTENER:-http}
 
 # The router and the client each hold CONNS sockets.
 need=$((CONNS + 1024))
@@ -33,7 +36,10 @@ fi
 
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
 
-UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); OPS=$(free_port)
+UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); OPS=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 # --- the trivial upstream (nginx `return 200`) -------------------------------------------------
 start_upstream "$UP"
@@ -62,6 +68,12 @@ shutdown_timeout = "1s"
 [listeners.http]
 address = "127.0.0.1:$R_HTTP"
 dispatch = "forward"
+[listeners.https]
+address = "127.0.0.1:$R_TLS"
+[tls]
+source = "files"
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
 [redis]
 url = "redis://127.0.0.1:$REDIS/"
 [routes]
@@ -79,7 +91,7 @@ TOML
 $BIN check --config "$WORK/router.toml" >&2
 ${WRAP:-} $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
 ROUTER_PID=$!
-wait_port "$UP"; wait_port "$R_HTTP"; wait_port "$OPS"
+wait_port "$UP"; wait_port "$R_HTTP"; wait_port "$R_TLS"; wait_port "$OPS"
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$OPS/readyz" >/dev/null 2>&1 && break
   sleep 0.1
@@ -116,12 +128,20 @@ RSS_ROUTES=$(rss_mib "$ROUTER_PID")
 
 # --- CONNS idle keep-alive connections -----------------------------------------------------------
 mkfifo "$WORK/hold"
-python3 - "$R_HTTP" "$CONNS" "$WORK/hold" > "$WORK/conns.txt" <<'PY' &
-import socket, sys
-port, n, hold = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+C_PORT=$R_HTTP
+[[ $LISTENER == https ]] && C_PORT=$R_TLS
+python3 - "$C_PORT" "$CONNS" "$WORK/hold" "$LISTENER" > "$WORK/conns.txt" <<'PY' &
+import socket, ssl, sys
+port, n, hold, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "https"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
 socks, ok = [], 0
 for i in range(n):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        s = ctx.wrap_socket(s, server_hostname="w%d.bench.test" % (i % 1000))
     s.sendall(b"GET / HTTP/1.1\r\nHost: w%d.bench.test\r\n\r\n" % (i % 1000))
     data = b""
     while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
@@ -143,7 +163,7 @@ for _ in $(seq 1 600); do
 done
 sleep "${SETTLE:-2}" # let the router finish each connection's request and park it (idle buffers go after 1 s)
 conns=$(cat "$WORK/conns.txt")
-established=$(ss -Htn state established "( sport = :$R_HTTP )" | wc -l)
+established=$(ss -Htn state established "( sport = :$C_PORT )" | wc -l)
 RSS_CONNS=$(rss_mib "$ROUTER_PID")
 echo > "$WORK/hold"
 
@@ -151,7 +171,7 @@ echo
 echo "router RSS (VmRSS), one worker thread, Redis route store:"
 printf '  %-44s %8s MiB\n' "started, nothing cached" "$RSS_START"
 printf '  %-44s %8s MiB\n' "$entries routes cached (of $stored in Redis)" "$RSS_ROUTES"
-printf '  %-44s %8s MiB\n' "+ $CONNS idle keep-alive connections" "$RSS_CONNS"
+printf '  %-44s %8s MiB\n' "+ $CONNS idle keep-alive connections ($LISTENER)" "$RSS_CONNS"
 echo "  (client: $conns; router side established: $established)"
 echo "  per cached route: $(awk -v a="$RSS_ROUTES" -v b="$RSS_START" -v n="$entries" 'BEGIN { if (n > 0) printf "%.0f B", (a-b)*1048576/n; else print "n/a" }')," \
   "per idle connection: $(awk -v a="$RSS_CONNS" -v b="$RSS_ROUTES" -v n="$CONNS" 'BEGIN { printf "%.1f KiB", (a-b)*1024/n }')"
