@@ -1,6 +1,7 @@
 //! PROXY protocol v2 on the TLS listener (Fly's `handlers = ["proxy_proto"]`).
 //!
-//! Pingora's pre-TLS hook reads the binary header before the TLS handshake, parses it with the
+//! The TLS listener's accept loop (`listen.rs`) runs this hook (Pingora's `PreTlsProcess`) before
+//! the TLS handshake: it reads the binary header, parses it with the
 //! `ppp` crate and records the client's address as the connection's peer address, so
 //! `session.client_addr()` (X-Forwarded-For, access log) is the real client. A connection that
 //! does not start with a valid v2 header within [`HEADER_TIMEOUT`] is dropped. `LOCAL` headers
