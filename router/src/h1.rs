@@ -1507,6 +1507,56 @@ mod tests {
     }
 
     #[test]
+    fn chunked_end_is_found_for_generated_bodies() {
+        // A small LCG (no dependency): 400 bodies of random chunk sizes (0–5000, hex in either
+        // case), extensions and trailers, each fed in random pieces, followed by the next
+        // message's bytes; the scanner must stop exactly at the body's end.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n.max(1)
+        };
+        for case in 0..400 {
+            let mut body = Vec::new();
+            for _ in 0..next(6) {
+                let size = next(5000) + 1;
+                let hex = if next(2) == 0 {
+                    format!("{size:x}")
+                } else {
+                    format!("{size:X}")
+                };
+                body.extend_from_slice(hex.as_bytes());
+                if next(3) == 0 {
+                    body.extend_from_slice(b";name=\"v\"");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend((0..size).map(|i| (i % 251) as u8));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            for t in 0..next(3) {
+                body.extend_from_slice(format!("x-t{t}: {case}\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut scan = Chunked::default();
+            let mut at = 0;
+            let found = loop {
+                assert!(at < body.len(), "case {case}: no end found");
+                let piece = ((next(3000) + 1) as usize).min(body.len() - at);
+                if let Some(n) = scan.feed(&body[at..at + piece]).expect("valid") {
+                    break at + n;
+                }
+                at += piece;
+            };
+            assert_eq!(found, end, "case {case}");
+        }
+    }
+
+    #[test]
     fn response_heads_are_framed() {
         let h = |raw: &[u8], head_only: bool| {
             response_head(raw, head_only, false, "rid")
