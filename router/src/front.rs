@@ -90,6 +90,43 @@ pub struct Page {
     pub retry_after: bool,
 }
 
+/// Receives the headers of one of the router's own answers, one by one.
+pub type PutHeader<'a> = &'a mut dyn FnMut(&'static str, &[u8]);
+
+impl Page {
+    /// The page's body (HTML, or JSON when the client prefers it), its headers given to `put`:
+    /// content type and length, `cache-control: no-store`, `retry-after: 5` when temporary. Both
+    /// engines write these; each adds `x-request-id` (and HTTP/1 the connection's fate).
+    pub fn render(&self, request_id: &str, json: bool, put: PutHeader<'_>) -> bytes::Bytes {
+        let (content_type, body) =
+            crate::pages::render(self.status, &self.detail, request_id, json);
+        put("content-type", content_type.as_bytes());
+        put("content-length", body.len().to_string().as_bytes());
+        put("cache-control", b"no-store");
+        if self.retry_after {
+            put("retry-after", b"5");
+        }
+        body
+    }
+}
+
+/// The headers of a `308` redirect to `location` (no body).
+pub fn redirect_headers(location: &str, put: PutHeader<'_>) {
+    put("location", location.as_bytes());
+    put("content-length", b"0");
+}
+
+/// The headers of a `307` replay answer (no body, no `Location`): `fly-replay`, and the
+/// replay-cache headers when `cache_ttl` is set.
+pub fn replay_headers(value: &str, cache_ttl: Option<u64>, put: PutHeader<'_>) {
+    put("content-length", b"0");
+    put("fly-replay", value.as_bytes());
+    if let Some(ttl) = cache_ttl {
+        put("fly-replay-cache", b"/*");
+        put("fly-replay-cache-ttl-secs", ttl.to_string().as_bytes());
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum Answer {

@@ -41,8 +41,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::front::{
-    upstream_failure_detail, Answer, BadHost, Finished, Front, Notes, Plan, RequestView,
-    STRIPPED_REQUEST_HEADERS,
+    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
+    Notes, Page, Plan, PutHeader, RequestView, STRIPPED_REQUEST_HEADERS,
 };
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::pages;
@@ -444,6 +444,8 @@ async fn request(
     let close = req.close || closing;
     let mut notes = Notes::default();
     let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    // For X-Forwarded-For and the access log.
+    let client = front.client_ip(&req, info.peer);
     let head_only = req.method == "HEAD";
     let mut done = Done {
         outcome: "error",
@@ -455,37 +457,28 @@ async fn request(
     let mut upstream = None;
     match answer {
         Answer::Page(p) => {
-            let json = pages::prefers_json(req.header(&http::header::ACCEPT));
-            let extra: &[(&str, &str)] = if p.retry_after {
-                &[("retry-after", "5")]
-            } else {
-                &[]
-            };
             done.outcome = p.outcome;
-            page(
-                io, &mut done, p.status, &p.detail, rid, json, head_only, extra,
-            )
-            .await;
+            let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+            page(io, &mut done, &p, rid, json, head_only).await;
         }
         Answer::Redirect(location) => {
             done.outcome = "redirect";
-            let headers = [("location", location.as_str()), ("content-length", "0")];
-            small(io, &mut done, 308, &headers, rid).await;
+            small(io, &mut done, 308, rid, |put| {
+                redirect_headers(&location, put)
+            })
+            .await;
         }
         Answer::Replay { value, cache_ttl } => {
             done.outcome = "replay";
-            let ttl = cache_ttl.map(|t| t.to_string());
-            let mut headers = vec![("content-length", "0"), ("fly-replay", value.as_str())];
-            if let Some(ttl) = &ttl {
-                headers.push(("fly-replay-cache", "/*"));
-                headers.push(("fly-replay-cache-ttl-secs", ttl.as_str()));
-            }
-            small(io, &mut done, 307, &headers, rid).await;
+            small(io, &mut done, 307, rid, |put| {
+                replay_headers(&value, cache_ttl, put)
+            })
+            .await;
         }
         Answer::Forward(plan) => {
             done.outcome = "forward";
             upstream = Some(plan.addr);
-            forward(front, io, &req, &plan, info, rid, &mut done).await;
+            forward(front, io, &req, &plan, client, rid, &mut done).await;
         }
     }
     front.finish(&Finished {
@@ -500,7 +493,7 @@ async fn request(
         upstream,
         bytes_sent: done.bytes_sent,
         bytes_received: 0,
-        client: front.client_ip(&req, info.peer),
+        client,
         error: done.error,
     });
     let next = if done.close {
@@ -533,7 +526,12 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa(status as u64).as_bytes());
+    // Status codes have three digits (httparse and the router's own answers).
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -545,20 +543,6 @@ fn canonical_reason(status: u16) -> &'static str {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")
-}
-
-fn itoa(mut n: u64) -> String {
-    if n == 0 {
-        return "0".into();
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    while n > 0 {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    String::from_utf8_lossy(&digits[i..]).into_owned()
 }
 
 /// Ends a head: the request id, the connection's fate (said explicitly, as nginx and Pingora
@@ -589,47 +573,33 @@ async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
 }
 
 /// One of the router's own pages.
-#[allow(clippy::too_many_arguments)]
-async fn page(
-    io: &mut Stream,
-    done: &mut Done,
-    status: u16,
-    detail: &str,
-    rid: &str,
-    json: bool,
-    head_only: bool,
-    extra: &[(&str, &str)],
-) {
-    let (content_type, body) = pages::render(status, detail, rid, json);
-    let mut out = Vec::with_capacity(256 + body.len());
-    status_line(&mut out, status, canonical_reason(status));
-    put_header(&mut out, "content-type", content_type.as_bytes());
-    put_header(
-        &mut out,
-        "content-length",
-        itoa(body.len() as u64).as_bytes(),
-    );
-    put_header(&mut out, "cache-control", b"no-store");
-    for (name, value) in extra {
-        put_header(&mut out, name, value.as_bytes());
-    }
+async fn page(io: &mut Stream, done: &mut Done, p: &Page, rid: &str, json: bool, head_only: bool) {
+    let mut out = Vec::with_capacity(512);
+    status_line(&mut out, p.status, canonical_reason(p.status));
+    let body = p.render(rid, json, &mut |name, value| {
+        put_header(&mut out, name, value)
+    });
     end_head(&mut out, rid, done.close);
     if !head_only {
         out.extend_from_slice(&body);
     }
-    done.status = status;
+    done.status = p.status;
     if send(io, &out, done).await && !head_only {
         done.bytes_sent = body.len();
     }
 }
 
-/// A response without a body (redirects, replays).
-async fn small(io: &mut Stream, done: &mut Done, status: u16, headers: &[(&str, &str)], rid: &str) {
+/// A response without a body (redirects, replays), its headers from `headers`.
+async fn small(
+    io: &mut Stream,
+    done: &mut Done,
+    status: u16,
+    rid: &str,
+    headers: impl FnOnce(PutHeader<'_>),
+) {
     let mut out = Vec::with_capacity(256);
     status_line(&mut out, status, canonical_reason(status));
-    for (name, value) in headers {
-        put_header(&mut out, name, value.as_bytes());
-    }
+    headers(&mut |name, value| put_header(&mut out, name, value));
     end_head(&mut out, rid, done.close);
     done.status = status;
     send(io, &out, done).await;
@@ -725,7 +695,7 @@ fn upstream_head(
     front: &Front,
     req: &H1Request<'_>,
     plan: &Plan,
-    info: &ConnInfo,
+    client: Option<IpAddr>,
     rid: &str,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
@@ -760,7 +730,7 @@ fn upstream_head(
     if let Ok(Some(host)) = req.host {
         put_header(&mut out, "x-forwarded-host", host.as_bytes());
     }
-    if let Some(ip) = front.client_ip(req, info.peer) {
+    if let Some(ip) = client {
         if let Ok(xff) = front.forwarded_for(req, ip) {
             put_header(&mut out, "x-forwarded-for", xff.as_bytes());
         }
@@ -983,12 +953,12 @@ async fn forward(
     io: &mut Stream,
     req: &H1Request<'_>,
     plan: &Plan,
-    info: &ConnInfo,
+    client: Option<IpAddr>,
     rid: &str,
     done: &mut Done,
 ) {
     let up_conf = &front.config().upstream;
-    let head = upstream_head(front, req, plan, info, rid);
+    let head = upstream_head(front, req, plan, client, rid);
     let head_only = req.method == "HEAD";
     let mut rbuf = BytesMut::with_capacity(BODY_READ);
     let mut pooled = checkout(plan.addr, up_conf.keepalive_timeout);
@@ -1071,8 +1041,13 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     done.error = error_name(f.kind);
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let head_only = req.method == "HEAD";
-    let detail = upstream_failure_detail(status);
-    page(io, done, status, detail, rid, json, head_only, &[]).await;
+    let p = Page {
+        status,
+        outcome: "error",
+        detail: upstream_failure_detail(status).into(),
+        retry_after: false,
+    };
+    page(io, done, &p, rid, json, head_only).await;
 }
 
 /// How a relay failed.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::header::{ACCEPT, HOST};
 use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    upstream_failure_detail, Answer, BadHost, Finished, Front, Notes, Plan, RequestView,
-    STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
+    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
+    Notes, Page, Plan, PutHeader, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
 };
 use crate::metrics;
 use crate::pages;
@@ -102,15 +102,7 @@ pub struct Ctx {
 
 impl EdgeProxy {
     /// Writes one of the router's own pages and records it in the context.
-    async fn respond(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        status: u16,
-        outcome: &'static str,
-        detail: &str,
-        retry_after: bool,
-    ) -> Result<bool> {
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, page: &Page) -> Result<bool> {
         let json = pages::prefers_json(
             session
                 .req_header()
@@ -118,24 +110,19 @@ impl EdgeProxy {
                 .get(ACCEPT)
                 .map(|v| v.as_bytes()),
         );
-        let (content_type, body) =
-            pages::render(status, detail, request_id::as_str(&ctx.request_id), json);
-        let mut resp = ResponseHeader::build(status, Some(5))?;
-        resp.insert_header(CONTENT_TYPE, content_type)?;
-        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        resp.insert_header("cache-control", "no-store")?;
-        if retry_after {
-            resp.insert_header(http::header::RETRY_AFTER, HeaderValue::from_static("5"))?;
-        }
-        ctx.status = status;
-        ctx.outcome = outcome;
+        let rid = ctx.request_id.clone();
+        let mut body = None;
+        let resp = own_head(page.status, &rid, |put| {
+            body = Some(page.render(request_id::as_str(&rid), json, put));
+        })?;
+        ctx.status = page.status;
+        ctx.outcome = page.outcome;
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(resp), head_only)
             .await?;
         if !head_only {
-            session.write_response_body(Some(body), true).await?;
+            session.write_response_body(body, true).await?;
         }
         Ok(true)
     }
@@ -146,10 +133,7 @@ impl EdgeProxy {
         ctx: &mut Ctx,
         location: String,
     ) -> Result<bool> {
-        let mut resp = ResponseHeader::build(308, Some(3))?;
-        resp.insert_header(LOCATION, location)?;
-        resp.insert_header(CONTENT_LENGTH, HeaderValue::from_static("0"))?;
-        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        let resp = own_head(308, &ctx.request_id, |put| redirect_headers(&location, put))?;
         ctx.status = 308;
         ctx.outcome = "redirect";
         session.write_response_header(Box::new(resp), true).await?;
@@ -181,20 +165,33 @@ impl EdgeProxy {
                 tracing::debug!(error = %e, "request body not drained before the replay");
             }
         }
-        let mut resp = ResponseHeader::build(307, Some(5))?;
-        resp.insert_header(CONTENT_LENGTH, HeaderValue::from_static("0"))?;
-        // The String becomes the header value without a copy.
-        resp.insert_header("fly-replay", value)?;
-        if let Some(ttl) = cache_ttl {
-            resp.insert_header("fly-replay-cache", HeaderValue::from_static("/*"))?;
-            resp.insert_header("fly-replay-cache-ttl-secs", ttl)?;
-        }
-        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        let resp = own_head(307, &ctx.request_id, |put| {
+            replay_headers(&value, cache_ttl, put)
+        })?;
         ctx.status = 307;
         ctx.outcome = "replay";
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
     }
+}
+
+/// The head of one of the router's own answers: `status`, the headers `headers` gives (shared
+/// with the HTTP/1.1 fast path, `front.rs`), and the request id.
+fn own_head(
+    status: u16,
+    request_id: &HeaderValue,
+    headers: impl FnOnce(PutHeader<'_>),
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    let mut result = Ok(());
+    headers(&mut |name, value| {
+        if result.is_ok() {
+            result = resp.insert_header(name, value);
+        }
+    });
+    result?;
+    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    Ok(resp)
 }
 
 /// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)
@@ -286,10 +283,7 @@ impl ProxyHttp for EdgeProxy {
             .route(&view(session), sni.as_deref(), &mut ctx.notes)
             .await;
         match answer {
-            Answer::Page(p) => {
-                self.respond(session, ctx, p.status, p.outcome, &p.detail, p.retry_after)
-                    .await
-            }
+            Answer::Page(p) => self.respond(session, ctx, &p).await,
             Answer::Redirect(location) => self.redirect(session, ctx, location).await,
             Answer::Replay { value, cache_ttl } => {
                 self.replay(session, ctx, value, cache_ttl).await
@@ -423,10 +417,13 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         if status != 0 && session.response_written().is_none() {
-            let detail = upstream_failure_detail(status);
-            let _ = self
-                .respond(session, ctx, status, "error", detail, false)
-                .await;
+            let page = Page {
+                status,
+                outcome: "error",
+                detail: upstream_failure_detail(status).into(),
+                retry_after: false,
+            };
+            let _ = self.respond(session, ctx, &page).await;
         }
         ctx.status = status;
         ctx.outcome = "error";
