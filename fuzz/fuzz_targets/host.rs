@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
             assert!(hubify_edge_config::is_valid_label(&label));
         }
     }
-    let _ = hubify_edge::request_id::from_header(Some(data));
+    let _ = hubify_edge::request_id::header_value_from(Some(data));
     let _ = hubify_edge::pages::prefers_json(Some(data));
 });
