@@ -54,3 +54,79 @@ http {
 NGX
   nginx -c "$WORK/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 }
+
+# bench_cert: a wildcard certificate for *.bench.test in $WORK/{cert,key}.pem.
+bench_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+}
+
+# router_server WORKERS: the top of a router config: the domain and [server].
+router_server() {
+  printf 'domain = "bench.test"\n[server]\nthreads = %s\nhttp1_fast_path = %s\ngrace_period = "0s"\nshutdown_timeout = "1s"\n' \
+    "$1" "$FAST_PATH"
+}
+
+# static_routes N...: a [[routes.static]] record for each workspace wN (address 127.0.0.1).
+static_routes() {
+  for i in "$@"; do
+    printf '[[routes.static]]\nlabel = "w%d"\naddress = "127.0.0.1"\napp = "hubify-w%d"\nmachine_id = "mw%d"\n' "$i" "$i" "$i"
+  done
+}
+
+# nginx_router UP HTTP_PORT REPLAY_PORT TLS_PORT N...: nginx doing the router's job, in
+# $WORK/ngx/nginx.conf — workspaces wN.bench.test (a Host map) forwarded to 127.0.0.1:UP on
+# HTTP_PORT (and TLS_PORT with HTTP/2 when not empty; needs bench_cert), `fly-replay` 307s on
+# REPLAY_PORT, 404 for other hosts. The worker count is given on nginx's command line.
+nginx_router() {
+  local up=$1 http=$2 replay=$3 tls=$4
+  shift 4
+  mkdir -p "$WORK/ngx"
+  {
+    echo "pid $WORK/ngx/nginx.pid;"
+    echo "error_log $WORK/ngx/error.log warn;"
+    echo "events { worker_connections 16384; }"
+    echo "http {"
+    echo "  access_log off; keepalive_requests 1000000;"
+    echo "  upstream workspace { server 127.0.0.1:$up; keepalive 128; }"
+    echo "  map_hash_bucket_size 128;"
+    echo "  map \$host \$ws {"
+    echo "    default \"\";"
+    for i in "$@"; do echo "    w$i.bench.test w$i;"; done
+    echo "  }"
+    cat <<NGX
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_set_header X-Request-Id \$request_id;
+  server {
+    listen 127.0.0.1:$http;
+NGX
+    if [[ -n $tls ]]; then
+      echo "    listen 127.0.0.1:$tls ssl http2;"
+      echo "    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;"
+    fi
+    cat <<NGX
+    location / {
+      if (\$ws = "") { return 404; }
+      add_header X-Request-Id \$request_id;
+      proxy_pass http://workspace;
+    }
+  }
+  server {
+    listen 127.0.0.1:$replay;
+    location / {
+      if (\$ws = "") { return 404; }
+      add_header fly-replay "app=hubify-\$ws;instance=m\$ws;timeout=5s;fallback=force_self" always;
+      add_header X-Request-Id \$request_id always;
+      return 307;
+    }
+  }
+}
+NGX
+  } > "$WORK/ngx/nginx.conf"
+}

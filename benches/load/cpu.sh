@@ -23,58 +23,15 @@ SCENARIOS=("$@")
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 UP=$(free_port); R_HTTP=$(free_port); R_REPLAY=$(free_port); N_HTTP=$(free_port); N_REPLAY=$(free_port)
-mkdir -p "$WORK/ngx"
 start_upstream "$UP"
 
-cat > "$WORK/ngx/nginx.conf" <<NGX
-pid $WORK/ngx/nginx.pid;
-error_log $WORK/ngx/error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off; keepalive_requests 1000000;
-  upstream workspace { server 127.0.0.1:$UP; keepalive 128; }
-  map \$host \$ws { default ""; w7.bench.test w7; }
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_set_header Host \$host;
-  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Proto \$scheme;
-  proxy_set_header X-Forwarded-Host \$host;
-  proxy_set_header X-Request-Id \$request_id;
-  server {
-    listen 127.0.0.1:$N_HTTP;
-    location / {
-      if (\$ws = "") { return 404; }
-      add_header X-Request-Id \$request_id;
-      proxy_pass http://workspace;
-    }
-  }
-  server {
-    listen 127.0.0.1:$N_REPLAY;
-    location / {
-      if (\$ws = "") { return 404; }
-      add_header fly-replay "app=hubify-\$ws;instance=m\$ws;timeout=5s;fallback=force_self" always;
-      add_header X-Request-Id \$request_id always;
-      return 307;
-    }
-  }
-}
-NGX
+nginx_router "$UP" "$N_HTTP" "$N_REPLAY" "" 7
 nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off; master_process off; worker_processes 1;' & PIDS+=($!)
 NGINX_PID=$!
 
-route='[[routes.static]]
-label = "w7"
-address = "127.0.0.1"
-app = "hubify-w7"
-machine_id = "mw7"'
-cat > "$WORK/forward.toml" <<TOML
-domain = "bench.test"
-[server]
-threads = 1
-http1_fast_path = $FAST_PATH
-grace_period = "0s"
-shutdown_timeout = "1s"
+{
+  router_server 1
+  cat <<TOML
 [listeners.http]
 address = "127.0.0.1:$R_HTTP"
 dispatch = "forward"
@@ -84,8 +41,9 @@ access = false
 [[paths]]
 prefix = "/"
 port = $UP
-$route
 TOML
+  static_routes 7
+} > "$WORK/forward.toml"
 sed -e "s/^address = \"127.0.0.1:$R_HTTP\"/address = \"127.0.0.1:$R_REPLAY\"/" -e 's/^dispatch = "forward"/dispatch = "replay"/' \
   "$WORK/forward.toml" > "$WORK/replay.toml"
 printf '[replay]\ntimeout = "5s"\nfallback = "force_self"\n' >> "$WORK/replay.toml"

@@ -22,24 +22,12 @@ SCENARIOS=("$@")
 ((${#SCENARIOS[@]})) || SCENARIOS=(plain tls-h1 replay)
 
 UP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R_REPLAY=$(free_port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+bench_cert
 
 start_upstream "$UP"
 
-routes() {
-  for i in $(seq 0 999); do
-    printf '[[routes.static]]\nlabel = "w%d"\naddress = "127.0.0.1"\napp = "hubify-w%d"\nmachine_id = "mw%d"\n' "$i" "$i" "$i"
-  done
-}
-cat > "$WORK/forward.toml" <<TOML
-domain = "bench.test"
-[server]
-threads = 1
-http1_fast_path = $FAST_PATH
-grace_period = "0s"
-shutdown_timeout = "1s"
+router_server 1 > "$WORK/forward.toml"
+cat >> "$WORK/forward.toml" <<TOML
 [listeners.https]
 address = "127.0.0.1:$R_TLS"
 [listeners.http]
@@ -56,14 +44,9 @@ access = ${ACCESS:-false}
 prefix = "/"
 port = $UP
 TOML
-routes >> "$WORK/forward.toml"
-cat > "$WORK/replay.toml" <<TOML
-domain = "bench.test"
-[server]
-threads = 1
-http1_fast_path = $FAST_PATH
-grace_period = "0s"
-shutdown_timeout = "1s"
+static_routes $(seq 0 999) >> "$WORK/forward.toml"
+router_server 1 > "$WORK/replay.toml"
+cat >> "$WORK/replay.toml" <<TOML
 [listeners.http]
 address = "127.0.0.1:$R_REPLAY"
 dispatch = "replay"
@@ -77,7 +60,7 @@ access = ${ACCESS:-false}
 prefix = "/"
 port = $UP
 TOML
-routes >> "$WORK/replay.toml"
+static_routes $(seq 0 999) >> "$WORK/replay.toml"
 wait_port "$UP"
 
 # measure NAME CONFIG URL [h2load options...] → "NAME Ir/request"

@@ -37,9 +37,7 @@ fi
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
 
 UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); OPS=$(free_port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+bench_cert
 
 # --- the trivial upstream (nginx `return 200`) -------------------------------------------------
 start_upstream "$UP"
@@ -56,15 +54,10 @@ stored=$(redis-cli -p "$REDIS" dbsize)
 echo "redis: $stored route records" >&2
 
 # --- the router ------------------------------------------------------------------------------
-cat > "$WORK/router.toml" <<TOML
-domain = "bench.test"
+router_server 1 > "$WORK/router.toml"
+cat >> "$WORK/router.toml" <<TOML
 [ops]
 address = "127.0.0.1:$OPS"
-[server]
-threads = 1
-http1_fast_path = $FAST_PATH
-grace_period = "0s"
-shutdown_timeout = "1s"
 [listeners.http]
 address = "127.0.0.1:$R_HTTP"
 dispatch = "forward"

@@ -39,69 +39,19 @@ UP=$(free_port); B_HTTP=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); R
 N_HTTP=$(free_port); N_TLS=$(free_port); N_REPLAY=$(free_port)
 
 # A wildcard certificate both proxies serve.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj "/CN=bench.test" -addext "subjectAltName=DNS:*.bench.test,DNS:bench.test" \
-  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+bench_cert
 
 # --- the trivial upstream -------------------------------------------------------------------
-mkdir -p "$WORK/ngx"
 start_upstream "$UP"
 
 # --- nginx doing the router's job ---------------------------------------------------------------
-{
-  echo "worker_processes $WORKERS;"
-  echo "pid $WORK/ngx/nginx.pid;"
-  echo "error_log $WORK/ngx/error.log warn;"
-  echo "events { worker_connections 16384; }"
-  echo "http {"
-  echo "  access_log off; keepalive_requests 1000000;"
-  echo "  upstream workspace { server 127.0.0.1:$UP; keepalive 128; }"
-  echo "  map_hash_bucket_size 128;"
-  echo "  map \$host \$ws {"
-  echo "    default \"\";"
-  for i in $(seq 0 $((N_HOSTS - 1))); do echo "    w$i.bench.test w$i;"; done
-  echo "  }"
-  cat <<NGX
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_set_header Host \$host;
-  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Proto \$scheme;
-  proxy_set_header X-Forwarded-Host \$host;
-  proxy_set_header X-Request-Id \$request_id;
-  server {
-    listen 127.0.0.1:$N_HTTP;
-    listen 127.0.0.1:$N_TLS ssl http2;
-    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
-    location / {
-      if (\$ws = "") { return 404; }
-      add_header X-Request-Id \$request_id;
-      proxy_pass http://workspace;
-    }
-  }
-  server {
-    listen 127.0.0.1:$N_REPLAY;
-    location / {
-      if (\$ws = "") { return 404; }
-      add_header fly-replay "app=hubify-\$ws;instance=m\$ws;timeout=5s;fallback=force_self" always;
-      add_header X-Request-Id \$request_id always;
-      return 307;
-    }
-  }
-}
-NGX
-} > "$WORK/ngx/nginx.conf"
-nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+nginx_router "$UP" "$N_HTTP" "$N_REPLAY" "$N_TLS" $(seq 0 $((N_HOSTS - 1)))
+nginx -c "$WORK/ngx/nginx.conf" -g "daemon off; worker_processes $WORKERS;" & PIDS+=($!)
 
 # --- the router -----------------------------------------------------------------------------
 {
+  router_server "$WORKERS"
   cat <<TOML
-domain = "bench.test"
-[server]
-threads = $WORKERS
-http1_fast_path = $FAST_PATH
-grace_period = "0s"
-shutdown_timeout = "1s"
 [listeners.https]
 address = "127.0.0.1:$R_TLS"
 [listeners.http]
@@ -118,9 +68,7 @@ access = false
 prefix = "/"
 port = $UP
 TOML
-  for i in $(seq 0 $((N_HOSTS - 1))); do
-    printf '[[routes.static]]\nlabel = "w%d"\naddress = "127.0.0.1"\napp = "hubify-w%d"\nmachine_id = "mw%d"\n' "$i" "$i" "$i"
-  done
+  static_routes $(seq 0 $((N_HOSTS - 1)))
 } > "$WORK/router.toml"
 $BIN check --config "$WORK/router.toml" >&2
 $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
