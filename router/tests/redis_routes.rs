@@ -483,6 +483,23 @@ fn cli_ok(config: &Path, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// `hubify-edge routes set LABEL --app APP --machine MACHINE --address ADDRESS`, which must succeed.
+fn set_route(config: &Path, label: &str, app: &str, machine: &str, address: &str) -> String {
+    cli_ok(
+        config,
+        &[
+            "set",
+            label,
+            "--app",
+            app,
+            "--machine",
+            machine,
+            "--address",
+            address,
+        ],
+    )
+}
+
 const BOUND: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
@@ -497,19 +514,7 @@ fn set_change_delete_follow_redis_at_once() {
     let cfg = router.config();
 
     assert_eq!(router.answer("alice"), "404", "no route yet");
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "alice",
-            "--app",
-            "hubify-ws-alice",
-            "--machine",
-            "m1",
-            "--address",
-            "127.0.0.1",
-        ],
-    );
+    set_route(&cfg, "alice", "hubify-ws-alice", "m1", "127.0.0.1");
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
     // Cached now: a second request does not read Redis.
@@ -517,19 +522,7 @@ fn set_change_delete_follow_redis_at_once() {
     assert_eq!(router.answer("alice"), "one");
     assert_eq!(redis.calls("hgetall"), reads, "a cache hit reads nothing");
 
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "alice",
-            "--app",
-            "hubify-ws-alice",
-            "--machine",
-            "m2",
-            "--address",
-            "127.0.0.2",
-        ],
-    );
+    set_route(&cfg, "alice", "hubify-ws-alice", "m2", "127.0.0.2");
     let took = router.wait_answer("alice", "two", BOUND);
     println!("changed route served after {took:?} (cache_ttl = 1h)");
 
@@ -618,19 +611,7 @@ fn redis_outage_serves_stale_and_recovers() {
     let up = upstreams();
     let router = Router::start(&redis.url(), up, "", "");
     let cfg = router.config();
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "alice",
-            "--app",
-            "a",
-            "--machine",
-            "m1",
-            "--address",
-            "127.0.0.1",
-        ],
-    );
+    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
 
@@ -663,19 +644,7 @@ fn redis_outage_serves_stale_and_recovers() {
     assert_eq!(router.answer("alice"), "one");
 
     let redis = RedisServer::start_on(port);
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "bob",
-            "--app",
-            "b",
-            "--machine",
-            "m2",
-            "--address",
-            "127.0.0.2",
-        ],
-    );
+    set_route(&cfg, "bob", "b", "m2", "127.0.0.2");
     let took = router.wait_answer("bob", "two", Duration::from_secs(15));
     println!("fresh lookup works {took:?} after Redis came back");
     // alice is not in the new Redis: once revalidated it is gone.
@@ -742,19 +711,7 @@ fn pubsub_killed_invalidations_resume() {
     let up = upstreams();
     let router = Router::start(&redis.url(), up, "", "");
     let cfg = router.config();
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "alice",
-            "--app",
-            "a",
-            "--machine",
-            "m1",
-            "--address",
-            "127.0.0.1",
-        ],
-    );
+    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
     router.wait_answer("alice", "one", BOUND);
     router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
     let subs = router
@@ -775,19 +732,7 @@ fn pubsub_killed_invalidations_resume() {
         "fresh again: served from the cache"
     );
 
-    let out = cli_ok(
-        &cfg,
-        &[
-            "set",
-            "alice",
-            "--app",
-            "a",
-            "--machine",
-            "m2",
-            "--address",
-            "127.0.0.2",
-        ],
-    );
+    let out = set_route(&cfg, "alice", "a", "m2", "127.0.0.2");
     assert!(out.contains("published to 1 subscriber"), "{out}");
     let took = router.wait_answer("alice", "two", BOUND);
     println!("change after the pub/sub kill served after {took:?}");
@@ -831,19 +776,7 @@ fn malformed_record_is_502_and_junk_never_reaches_redis() {
     });
     assert!(!log.contains("panicked"), "{log}");
 
-    cli_ok(
-        &cfg,
-        &[
-            "set",
-            "broken",
-            "--app",
-            "good-app",
-            "--machine",
-            "m1",
-            "--address",
-            "127.0.0.1",
-        ],
-    );
+    set_route(&cfg, "broken", "good-app", "m1", "127.0.0.1");
     router.wait_answer("broken", "one", BOUND);
 
     let _: String = redis.cmd(&["CONFIG", "RESETSTAT"]);
