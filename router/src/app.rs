@@ -133,10 +133,10 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
-        let tls = crate::tls::settings(certs.clone())
+        let acceptor = crate::tls::acceptor(certs.clone())
             .map_err(|e| StartError::Listener(format!("TLS settings: {e}")))?;
         let tls = crate::listen::Tls {
-            acceptor: tls.build(),
+            acceptor,
             proxy_protocol: https.proxy_protocol,
         };
         let app = edge_app(&conf, ListenerMode::Tls, &shared);
