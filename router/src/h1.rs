@@ -66,11 +66,11 @@ const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// downstream read timeout).
 const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one write to the client may block (nginx's `send_timeout`).
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read size for request heads; grows up to [`HEAD_LIMIT`] for larger heads.
 const HEAD_READ: usize = 2048;
 /// Read size for response bodies.
-const BODY_READ: usize = 16 * 1024;
+pub(crate) const BODY_READ: usize = 16 * 1024;
 
 /// A listener's application: the fast path, with Pingora's proxy for what it hands over.
 pub struct EdgeApp {
@@ -88,6 +88,15 @@ impl EdgeApp {
             fast,
         }
     }
+
+    pub(crate) fn front(&self) -> &Front {
+        &self.front
+    }
+
+    /// Pingora's proxy, for what the router's own paths do not take.
+    pub(crate) fn pingora(&self) -> &Arc<HttpProxy<EdgeProxy>> {
+        &self.pingora
+    }
 }
 
 #[async_trait]
@@ -97,8 +106,12 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if !self.fast || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        if !self.fast {
             return ServerApp::process_new(&self.pingora, stream, shutdown).await;
+        }
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            crate::http2::serve(self, stream, shutdown).await;
+            return None;
         }
         let handed = serve(&self.front, stream, shutdown).await?;
         ServerApp::process_new(&self.pingora, handed, shutdown).await
@@ -297,7 +310,7 @@ fn plain_path(path: &str) -> bool {
 }
 
 /// Header names that describe one hop and are never forwarded (RFC 9110 §7.6.1).
-fn hop_by_hop(name: &str) -> bool {
+pub(crate) fn hop_by_hop(name: &str) -> bool {
     [
         "connection",
         "keep-alive",
@@ -621,7 +634,7 @@ thread_local! {
 }
 
 /// An idle connection to `addr`, the most recently used first; expired ones are dropped.
-fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
+pub(crate) fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let now = Instant::now();
@@ -636,7 +649,7 @@ fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
     })
 }
 
-fn checkin(addr: SocketAddr, stream: TcpStream, capacity: usize) {
+pub(crate) fn checkin(addr: SocketAddr, stream: TcpStream, capacity: usize) {
     if capacity == 0 {
         return;
     }
@@ -655,18 +668,18 @@ fn checkin(addr: SocketAddr, stream: TcpStream, capacity: usize) {
 
 /// Why forwarding failed.
 #[derive(Debug)]
-struct Failure {
-    kind: UpstreamErrorKind,
+pub(crate) struct Failure {
+    pub kind: UpstreamErrorKind,
     /// Nothing of a response arrived on a reused connection: worth one more try.
-    retry: bool,
+    pub retry: bool,
 }
 
 impl Failure {
-    fn new(kind: UpstreamErrorKind) -> Failure {
+    pub fn new(kind: UpstreamErrorKind) -> Failure {
         Failure { kind, retry: false }
     }
 
-    fn status(&self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self.kind {
             UpstreamErrorKind::ReadTimeout | UpstreamErrorKind::WriteTimeout => 504,
             _ => 502,
@@ -674,7 +687,7 @@ impl Failure {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
     let started = Instant::now();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(Failure::new(UpstreamErrorKind::ConnectTimeout)),
@@ -747,7 +760,7 @@ fn upstream_head(
 
 /// How the body of a response is delimited.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Framing {
+pub(crate) enum Framing {
     /// No body (HEAD, 204, 304).
     Empty,
     Length(u64),
@@ -772,16 +785,61 @@ struct ResponseHead {
     len: usize,
 }
 
-/// Parses an upstream response head at the start of `buf`. `Ok(None)`: incomplete.
-fn response_head(
-    buf: &[u8],
+/// An upstream response head, parsed; shared by both client protocols.
+pub(crate) struct Parsed<'b, 'h> {
+    pub status: u16,
+    pub reason: &'b str,
+    headers: &'h [httparse::Header<'b>],
+    pub framing: Framing,
+    /// The upstream connection can be reused after the body.
+    pub reusable: bool,
+    /// A transfer coding was named (a Content-Length beside it is not sent on).
+    te: bool,
+    /// Header names listed in `Connection` (hop-by-hop, not sent on).
+    connection_names: Vec<&'b str>,
+    /// The length of the head in the upstream's buffer.
+    pub len: usize,
+}
+
+impl<'b> Parsed<'b, '_> {
+    /// The headers to send on to the client: without hop-by-hop ones, `x-request-id` (the
+    /// router sets its own) and a Content-Length beside a transfer coding (RFC 9112 §6.3);
+    /// repeated equal lengths once.
+    pub fn forwarded(&self, mut f: impl FnMut(&'b str, &'b [u8])) {
+        let mut wrote_length = false;
+        for h in self.headers.iter() {
+            let name = h.name;
+            if hop_by_hop(name)
+                || name.eq_ignore_ascii_case("x-request-id")
+                || self
+                    .connection_names
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                if self.te || wrote_length {
+                    continue;
+                }
+                wrote_length = true;
+            }
+            f(name, h.value);
+        }
+    }
+}
+
+/// Parses an upstream response head at the start of `buf`, with `headers` as the header
+/// storage. `Ok(None)`: incomplete. `Framing::Eof { rechunk }` says whether the body is
+/// close-delimited without a transfer coding (`true`, HTTP/1.1 clients get it re-chunked) or
+/// under a coding other than chunked (`false`).
+pub(crate) fn parse_response<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
     head_only: bool,
-    close: bool,
-    rid: &str,
-) -> Result<Option<ResponseHead>, Failure> {
+) -> Result<Option<Parsed<'b, 'h>>, Failure> {
     let invalid = || Failure::new(UpstreamErrorKind::InvalidResponse);
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
+    let mut resp = httparse::Response::new(headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < RESPONSE_HEAD_LIMIT => return Ok(None),
@@ -837,52 +895,56 @@ fn response_head(
     } else {
         Framing::Eof { rechunk: true }
     };
-    let close = close || framing == Framing::Eof { rechunk: false };
     let reusable = keep_alive && !matches!(framing, Framing::Eof { .. });
+    Ok(Some(Parsed {
+        status,
+        reason: resp.reason.unwrap_or(""),
+        headers: resp.headers,
+        framing,
+        reusable,
+        te,
+        connection_names,
+        len,
+    }))
+}
 
-    let mut out = Vec::with_capacity(len + 64);
-    status_line(&mut out, status, resp.reason.unwrap_or(""));
-    let mut wrote_length = false;
-    for h in resp.headers.iter() {
-        let name = h.name;
-        if hop_by_hop(name)
-            || name.eq_ignore_ascii_case("x-request-id")
-            || connection_names
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            // A length beside a transfer coding is not sent on (RFC 9112 §6.3); repeated equal
-            // lengths are sent once.
-            if te || wrote_length {
-                continue;
-            }
-            wrote_length = true;
-        }
-        put_header(&mut out, name, h.value);
-    }
+/// Parses an upstream response head at the start of `buf` and writes it for an HTTP/1.1
+/// client. `Ok(None)`: incomplete.
+fn response_head(
+    buf: &[u8],
+    head_only: bool,
+    close: bool,
+    rid: &str,
+) -> Result<Option<ResponseHead>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let Some(parsed) = parse_response(buf, &mut headers, head_only)? else {
+        return Ok(None);
+    };
+    let framing = parsed.framing;
+    let close = close || framing == Framing::Eof { rechunk: false };
+    let mut out = Vec::with_capacity(parsed.len + 64);
+    status_line(&mut out, parsed.status, parsed.reason);
+    parsed.forwarded(|name, value| put_header(&mut out, name, value));
     if framing == (Framing::Eof { rechunk: true }) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if (100..200).contains(&status) {
+    if (100..200).contains(&parsed.status) {
         out.extend_from_slice(b"\r\n");
     } else {
         end_head(&mut out, rid, close);
     }
     Ok(Some(ResponseHead {
         out,
-        status,
+        status: parsed.status,
         framing,
-        reusable,
+        reusable: parsed.reusable,
         close,
-        len,
+        len: parsed.len,
     }))
 }
 
 /// Reads into `buf` (at most [`BODY_READ`] more) within `timeout`.
-async fn read_some(
+pub(crate) async fn read_some(
     up: &mut TcpStream,
     buf: &mut BytesMut,
     timeout: Duration,
@@ -1016,7 +1078,7 @@ async fn forward(
 }
 
 /// The access log's name for a failure: Pingora's error type names, so both engines log alike.
-fn error_name(kind: UpstreamErrorKind) -> &'static str {
+pub(crate) fn error_name(kind: UpstreamErrorKind) -> &'static str {
     match kind {
         UpstreamErrorKind::ConnectRefused => "ConnectRefused",
         UpstreamErrorKind::ConnectTimeout => "ConnectTimedout",
@@ -1168,7 +1230,7 @@ async fn relay(
 
 /// Finds the end of a chunked body (RFC 9112 §7.1), fed in pieces.
 #[derive(Debug, Default)]
-struct Chunked {
+pub(crate) struct Chunked {
     state: ChunkState,
     size: u64,
     digits: u8,
@@ -1190,11 +1252,21 @@ enum ChunkState {
 }
 
 #[derive(Debug)]
-struct BadChunk;
+pub(crate) struct BadChunk;
 
 impl Chunked {
     /// Feeds the next bytes; `Ok(Some(n))`: the body ends after `n` of them.
     fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
+        self.decode(bytes, |_| {})
+    }
+
+    /// [`Chunked::feed`], giving `data` the ranges of `bytes` that are chunk data (the
+    /// decoded body).
+    pub(crate) fn decode(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Option<usize>, BadChunk> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -1226,6 +1298,7 @@ impl Chunked {
                 }
                 ChunkState::Data => {
                     let take = (self.size).min((bytes.len() - i) as u64);
+                    data(i..i + take as usize);
                     self.size -= take;
                     i += take as usize;
                     if self.size == 0 {

@@ -15,6 +15,7 @@ pub mod fly;
 pub mod front;
 pub mod h1;
 pub mod host;
+pub mod http2;
 pub mod listen;
 pub mod metrics;
 pub mod ops;

@@ -49,9 +49,9 @@ impl EdgeProxy {
 }
 
 /// A Pingora request as [`Front::route`] sees it.
-struct PingoraRequest<'a> {
-    req: &'a RequestHeader,
-    upgrade: bool,
+pub(crate) struct PingoraRequest<'a> {
+    pub req: &'a RequestHeader,
+    pub upgrade: bool,
 }
 
 impl RequestView for PingoraRequest<'_> {
@@ -177,7 +177,7 @@ impl EdgeProxy {
 
 /// The head of one of the router's own answers: `status`, the headers `headers` gives (shared
 /// with the HTTP/1.1 fast path, `front.rs`), and the request id.
-fn own_head(
+pub(crate) fn own_head(
     status: u16,
     request_id: &HeaderValue,
     headers: impl FnOnce(PutHeader<'_>),

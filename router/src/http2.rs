@@ -1,0 +1,582 @@
+//! HTTP/2 connections: the router's own accept loop over Pingora's HTTP/2 session layer. Each
+//! stream is accepted and validated by Pingora (`HttpSession::from_h2_conn`: HPACK, the
+//! pseudo-headers, bytes in the target, Content-Length agreement). A stream without a request
+//! body — most of a browser's requests — is then routed through [`Front::route`] and answered or
+//! forwarded here, with the fast path's per-worker upstream pool (`h1.rs`); a stream with a body
+//! (or a CONNECT) is given to Pingora's proxy (`proxy.rs`), as every stream was before.
+//!
+//! Why: in Pingora's engine an HTTP/2 request cost ~110 000 instructions, most of them its
+//! per-request proxy machinery (a large future copied per request, header maps cloned, a
+//! `getpeername` per pooled upstream connection), against a few thousand in the router's own
+//! routing (docs/performance.md).
+//!
+//! What a stream gets here is what Pingora's proxy gives it: the same answers (pages, redirects,
+//! replays), the same request rewrite for the HTTP/1.1 upstream (hop-by-hop headers and Fly's
+//! routing headers dropped, `Host` from `:authority`, X-Forwarded-*, X-Request-Id; Cookie fields
+//! joined with `; ` as RFC 9113 §8.2.3 requires), 1xx responses dropped (HTTP/2 can only carry
+//! one response head per stream here), bodies sent under HTTP/2 flow control with the client's
+//! write timeout, and a body cut short upstream ends the stream with RST_STREAM. The connection
+//! loop follows Pingora's: GOAWAY on shutdown while the open streams finish, and the connection
+//! is closed after [`MAX_REJECTED`] malformed streams.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Digest;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::front::{
+    redirect_headers, replay_headers, upstream_failure_detail, Answer, Finished, Front, Notes,
+    Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
+};
+use crate::h1::{
+    checkin, checkout, connect, error_name, hop_by_hop, parse_response, read_some, BadChunk,
+    Chunked, EdgeApp, Failure, Framing, BODY_READ, CLIENT_WRITE_TIMEOUT,
+};
+use crate::metrics::{self, UpstreamErrorKind};
+use crate::pages;
+use crate::proxy::{own_head, PingoraRequest};
+use crate::request_id;
+use crate::shutdown::InFlight;
+use crate::tls::Sni;
+
+/// Malformed streams a connection may open before it is closed (Pingora's budget).
+pub const MAX_REJECTED: usize = 32;
+
+/// Response headers an upstream may send (as on the HTTP/1.1 path).
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// The connection facts every stream needs, read once.
+struct ConnInfo {
+    peer: Option<IpAddr>,
+    sni: Option<String>,
+}
+
+/// Serves an HTTP/2 connection (ALPN `h2`) until it closes.
+pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
+    let digest = Arc::new(Digest {
+        ssl_digest: io.get_ssl_digest(),
+        timing_digest: io.get_timing_digest(),
+        proxy_digest: io.get_proxy_digest(),
+        socket_digest: io.get_socket_digest(),
+    });
+    let info = Arc::new(ConnInfo {
+        peer: digest
+            .socket_digest
+            .as_ref()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
+        sni: digest
+            .ssl_digest
+            .as_ref()
+            .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
+    });
+    let mut conn = match handshake(io, None).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+    };
+    let mut shutdown = shutdown.clone();
+    let mut closing = false;
+    let mut rejected = 0usize;
+    loop {
+        let next = if closing {
+            HttpSession::from_h2_conn(&mut conn, digest.clone()).await
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    // GOAWAY; the streams already open (and any the client had in flight)
+                    // are still served while the connection drains.
+                    conn.graceful_shutdown();
+                    closing = true;
+                    continue;
+                }
+                next = HttpSession::from_h2_conn(&mut conn, digest.clone()) => next,
+            }
+        };
+        match next {
+            // Clients often just close the TCP connection.
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP/2 connection ended");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(H2Accept::Rejected)) => {
+                rejected += 1;
+                if rejected > MAX_REJECTED {
+                    tracing::debug!(client = ?info.peer, "HTTP/2 connection closed: too many malformed streams");
+                    return;
+                }
+            }
+            Ok(Some(H2Accept::Session(session))) => {
+                let app = app.clone();
+                let info = info.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { stream(&app, session, &info, &shutdown).await });
+            }
+        }
+    }
+}
+
+/// One stream: served here when it has no request body, else by Pingora's proxy.
+async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdown: &ShutdownWatch) {
+    if !s.is_body_empty() || s.req_header().method == Method::CONNECT {
+        let pingora = app.pingora().clone();
+        pingora
+            .process_new_http(ServerSession::new_http2(s), shutdown)
+            .await;
+        return;
+    }
+    let front = app.front();
+    let _in_flight = InFlight::enter();
+    let start = Instant::now();
+    s.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+
+    // Everything the request is needed for, before the response borrows the session.
+    let req = PingoraRequest {
+        req: s.req_header(),
+        upgrade: false,
+    };
+    let request_id = request_id::header_value_from(req.header(&X_REQUEST_ID));
+    let mut notes = Notes::default();
+    let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    let client = front.client_ip(&req, info.peer);
+    let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+    let method = req.req.method.clone();
+    let head_only = method == Method::HEAD;
+    let upstream_head = match &answer {
+        Answer::Forward(plan) => Some(upstream_head(front, &req, plan, client, &request_id)),
+        _ => None,
+    };
+
+    let mut done = Done {
+        outcome: "error",
+        status: 0,
+        bytes_sent: 0,
+        error: "-",
+    };
+    let mut upstream = None;
+    let rid = &request_id;
+    match answer {
+        Answer::Page(p) => {
+            done.outcome = p.outcome;
+            page(&mut s, &mut done, &p, rid, json, head_only).await;
+        }
+        Answer::Redirect(location) => {
+            done.outcome = "redirect";
+            done.status = 308;
+            let head = own_head(308, rid, |put| redirect_headers(&location, put));
+            write_head(&mut s, head, true, &mut done);
+        }
+        Answer::Replay { value, cache_ttl } => {
+            done.outcome = "replay";
+            done.status = 307;
+            let head = own_head(307, rid, |put| replay_headers(&value, cache_ttl, put));
+            write_head(&mut s, head, true, &mut done);
+        }
+        Answer::Forward(plan) => {
+            done.outcome = "forward";
+            upstream = Some(plan.addr);
+            let head = upstream_head.unwrap_or_default();
+            let forward = Forward {
+                plan: &plan,
+                head_only,
+                json,
+                rid,
+            };
+            forward.run(front, &mut s, &head, &mut done).await;
+        }
+    }
+    front.finish(&Finished {
+        request_id: request_id::as_str(rid),
+        method: method.as_str(),
+        label: notes.label.as_deref(),
+        outcome: done.outcome,
+        rule: notes.rule,
+        status: done.status,
+        elapsed: start.elapsed(),
+        timed: true,
+        upstream,
+        bytes_sent: done.bytes_sent,
+        bytes_received: 0,
+        client,
+        error: done.error,
+    });
+}
+
+/// How a stream went.
+struct Done {
+    outcome: &'static str,
+    status: u16,
+    /// Response body bytes sent.
+    bytes_sent: usize,
+    /// What failed, for the access log.
+    error: &'static str,
+}
+
+/// Sends a response head; a failure (the client reset the stream) is noted.
+fn write_head(
+    s: &mut HttpSession,
+    head: pingora_error::Result<ResponseHeader>,
+    end: bool,
+    done: &mut Done,
+) -> bool {
+    match head.and_then(|h| s.write_response_header(Box::new(h), end)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/2 response head not sent");
+            done.error = "WriteError";
+            false
+        }
+    }
+}
+
+/// Sends body bytes; a failure (reset, write timeout) is noted.
+async fn write_body(s: &mut HttpSession, data: Bytes, end: bool, done: &mut Done) -> bool {
+    let n = data.len();
+    match s.write_body(data, end).await {
+        Ok(()) => {
+            done.bytes_sent += n;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/2 response body not sent");
+            done.error = "WriteError";
+            false
+        }
+    }
+}
+
+/// One of the router's own pages.
+async fn page(
+    s: &mut HttpSession,
+    done: &mut Done,
+    p: &Page,
+    rid: &HeaderValue,
+    json: bool,
+    head_only: bool,
+) {
+    let mut body = Bytes::new();
+    let head = own_head(p.status, rid, |put| {
+        body = p.render(request_id::as_str(rid), json, put);
+    });
+    done.status = p.status;
+    if write_head(s, head, head_only, done) && !head_only {
+        write_body(s, body, true, done).await;
+    }
+}
+
+/// The HTTP/1.1 request head sent upstream for an HTTP/2 request (see the module docs).
+fn upstream_head(
+    front: &Front,
+    req: &PingoraRequest<'_>,
+    plan: &Plan,
+    client: Option<IpAddr>,
+    rid: &HeaderValue,
+) -> Vec<u8> {
+    let r = req.req;
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(r.method.as_str().as_bytes());
+    out.push(b' ');
+    let path = plan.rewritten.as_deref().unwrap_or(req.path_and_query());
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = req.host().ok().flatten();
+    let mut cookies = 0;
+    for (name, value) in r.headers.iter() {
+        let n = name.as_str();
+        if hop_by_hop(n)
+            || *name == http::header::HOST
+            || *name == http::header::COOKIE
+            || *name == X_REQUEST_ID
+            || n == "x-forwarded-host"
+            || n == "x-forwarded-for"
+            || n == "x-forwarded-proto"
+            || (n.starts_with("fly-") && STRIPPED_REQUEST_HEADERS.contains(name))
+        {
+            cookies += usize::from(*name == http::header::COOKIE);
+            continue;
+        }
+        put_header(&mut out, n, value.as_bytes());
+    }
+    if let Some(host) = host {
+        put_header(&mut out, "host", host.as_bytes());
+        put_header(&mut out, "x-forwarded-host", host.as_bytes());
+    }
+    if cookies > 0 {
+        out.extend_from_slice(b"cookie: ");
+        for (i, v) in r.headers.get_all(http::header::COOKIE).iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(ip) = client {
+        if let Ok(xff) = front.forwarded_for(req, ip) {
+            put_header(&mut out, "x-forwarded-for", xff.as_bytes());
+        }
+    }
+    put_header(
+        &mut out,
+        "x-forwarded-proto",
+        front.client_scheme(req).as_bytes(),
+    );
+    put_header(&mut out, "x-request-id", rid.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A forwarded stream.
+struct Forward<'a> {
+    plan: &'a Plan,
+    head_only: bool,
+    json: bool,
+    rid: &'a HeaderValue,
+}
+
+/// What the upstream answered: its status, framing and the head for the client.
+struct Response {
+    head: ResponseHeader,
+    framing: Framing,
+    reusable: bool,
+    len: usize,
+}
+
+impl Forward<'_> {
+    /// Sends the request upstream (on a pooled connection when there is one, once more on a
+    /// new one when a pooled connection turns out closed) and relays the response.
+    async fn run(&self, front: &Front, s: &mut HttpSession, head: &[u8], done: &mut Done) {
+        let up_conf = &front.config().upstream;
+        let addr = self.plan.addr;
+        let mut rbuf = BytesMut::with_capacity(BODY_READ);
+        let mut pooled = checkout(addr, up_conf.keepalive_timeout);
+        let (mut up, resp) = loop {
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(c) => {
+                    metrics::upstream().connected(true, None);
+                    c
+                }
+                None => match connect(addr, up_conf.connect_timeout).await {
+                    Ok(c) => c,
+                    Err(f) => return self.failed(s, done, f).await,
+                },
+            };
+            rbuf.clear();
+            match self
+                .exchange(&mut up, head, &mut rbuf, up_conf.write_timeout, reused)
+                .await
+            {
+                Ok(resp) => break (up, resp),
+                Err(f) if f.retry => continue,
+                Err(f) => return self.failed(s, done, f).await,
+            }
+        };
+        done.status = resp.head.status.as_u16();
+        rbuf.advance(resp.len);
+        let empty = matches!(resp.framing, Framing::Empty | Framing::Length(0));
+        if !write_head(s, Ok(resp.head), empty, done) {
+            return;
+        }
+        match self.relay(s, &mut up, rbuf, resp.framing, done).await {
+            Ok(true) if resp.reusable => checkin(addr, up, up_conf.keepalive_pool),
+            Ok(_) => {}
+            Err(kind) => {
+                // The head went out: the client learns of it by the stream's reset.
+                tracing::warn!(error = kind.as_str(), upstream = %addr, "response cut short");
+                metrics::upstream().error(kind);
+                s.shutdown();
+                done.outcome = "error";
+                done.error = error_name(kind);
+            }
+        }
+    }
+
+    /// Writes the head upstream and reads the response head (1xx ones are skipped).
+    async fn exchange(
+        &self,
+        up: &mut TcpStream,
+        head: &[u8],
+        rbuf: &mut BytesMut,
+        write_timeout: std::time::Duration,
+        reused: bool,
+    ) -> Result<Response, Failure> {
+        let retry = |kind| Failure {
+            kind,
+            retry: reused,
+        };
+        match tokio::time::timeout(write_timeout, up.write_all(head)).await {
+            Err(_) => return Err(Failure::new(UpstreamErrorKind::WriteTimeout)),
+            Ok(Err(_)) => return Err(retry(UpstreamErrorKind::WriteError)),
+            Ok(Ok(())) => {}
+        }
+        let mut got_any = false;
+        loop {
+            if !rbuf.is_empty() {
+                match self.response(rbuf)? {
+                    Some((len, None)) => {
+                        rbuf.advance(len);
+                        continue;
+                    }
+                    Some((_, Some(resp))) => return Ok(resp),
+                    None => {}
+                }
+            }
+            match read_some(up, rbuf, self.plan.read_timeout).await {
+                Ok(0) if !got_any => return Err(retry(UpstreamErrorKind::Closed)),
+                Ok(0) => return Err(Failure::new(UpstreamErrorKind::Closed)),
+                Ok(_) => got_any = true,
+                Err(UpstreamErrorKind::ReadError) if !got_any => {
+                    return Err(retry(UpstreamErrorKind::ReadError))
+                }
+                Err(kind) => return Err(Failure::new(kind)),
+            }
+        }
+    }
+
+    /// Parses a response head at the start of `buf`: `None` when incomplete, `(len, None)` for
+    /// an informational (1xx) head to skip, else the head for the client.
+    #[allow(clippy::type_complexity)]
+    fn response(&self, buf: &[u8]) -> Result<Option<(usize, Option<Response>)>, Failure> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let Some(parsed) = parse_response(buf, &mut headers, self.head_only)? else {
+            return Ok(None);
+        };
+        if (100..200).contains(&parsed.status) {
+            if parsed.status == 101 {
+                return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
+            }
+            return Ok(Some((parsed.len, None)));
+        }
+        let invalid = |_| Failure::new(UpstreamErrorKind::InvalidResponse);
+        let mut head = ResponseHeader::build_no_case(parsed.status, Some(16)).map_err(invalid)?;
+        let mut result = Ok(());
+        parsed.forwarded(|name, value| {
+            if result.is_err() {
+                return;
+            }
+            result = match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                (Ok(n), Ok(v)) => head.append_header(n, v).map(|_| ()).map_err(invalid),
+                _ => Err(Failure::new(UpstreamErrorKind::InvalidResponse)),
+            };
+        });
+        result?;
+        head.insert_header(X_REQUEST_ID, self.rid.clone())
+            .map_err(invalid)?;
+        Ok(Some((
+            parsed.len,
+            Some(Response {
+                head,
+                framing: parsed.framing,
+                reusable: parsed.reusable,
+                len: parsed.len,
+            }),
+        )))
+    }
+
+    /// Relays the body after the head. `Ok(true)`: the upstream connection is at a message
+    /// boundary (poolable when the response allows it); `Err`: cut short upstream.
+    async fn relay(
+        &self,
+        s: &mut HttpSession,
+        up: &mut TcpStream,
+        mut rbuf: BytesMut,
+        framing: Framing,
+        done: &mut Done,
+    ) -> Result<bool, UpstreamErrorKind> {
+        let timeout = self.plan.read_timeout;
+        match framing {
+            Framing::Empty | Framing::Length(0) => Ok(rbuf.is_empty()),
+            Framing::Length(total) => {
+                let mut left = total;
+                loop {
+                    if !rbuf.is_empty() {
+                        let take = (rbuf.len() as u64).min(left) as usize;
+                        left -= take as u64;
+                        let data = rbuf.split_to(take).freeze();
+                        if !write_body(s, data, left == 0, done).await {
+                            return Ok(false);
+                        }
+                        if left == 0 {
+                            // More bytes than the length: out of step, not reused.
+                            return Ok(rbuf.is_empty());
+                        }
+                    }
+                    if read_some(up, &mut rbuf, timeout).await? == 0 {
+                        return Err(UpstreamErrorKind::Closed);
+                    }
+                }
+            }
+            Framing::Chunked => {
+                let mut scan = Chunked::default();
+                let mut data = BytesMut::new();
+                loop {
+                    let end = scan
+                        .decode(&rbuf, |r| data.extend_from_slice(&rbuf[r]))
+                        .map_err(|BadChunk| UpstreamErrorKind::InvalidResponse)?;
+                    if let Some(n) = end {
+                        write_body(s, data.split().freeze(), true, done).await;
+                        return Ok(n == rbuf.len());
+                    }
+                    if !data.is_empty() && !write_body(s, data.split().freeze(), false, done).await
+                    {
+                        return Ok(false);
+                    }
+                    rbuf.clear();
+                    if read_some(up, &mut rbuf, timeout).await? == 0 {
+                        return Err(UpstreamErrorKind::Closed);
+                    }
+                }
+            }
+            Framing::Eof { .. } => loop {
+                if !rbuf.is_empty() && !write_body(s, rbuf.split().freeze(), false, done).await {
+                    return Ok(false);
+                }
+                if read_some(up, &mut rbuf, timeout).await? == 0 {
+                    write_body(s, Bytes::new(), true, done).await;
+                    return Ok(false);
+                }
+            },
+        }
+    }
+
+    /// An upstream failure before any response went to the client: a 502/504 page.
+    async fn failed(&self, s: &mut HttpSession, done: &mut Done, f: Failure) {
+        metrics::upstream().error(f.kind);
+        tracing::debug!(error = f.kind.as_str(), "upstream failed");
+        let status = f.status();
+        done.outcome = "error";
+        done.error = error_name(f.kind);
+        let p = Page {
+            status,
+            outcome: "error",
+            detail: upstream_failure_detail(status).into(),
+            retry_after: false,
+        };
+        page(s, done, &p, self.rid, self.json, self.head_only).await;
+    }
+}
