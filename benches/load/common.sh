@@ -4,7 +4,7 @@
 #
 # After it: the working directory is the repository root; Debian's bench packages are installed
 # (scripts/deps bench); $BIN is the router (a release build unless BIN was given; NO_BUILD=1 skips
-# the build of the default path); $FAST_PATH is `server.http1_fast_path` for the router configs
+# the build of the default path); $FAST_PATH is `server.fast_path` for the router configs
 # (default true); $WORK is a temp dir removed on exit (KEEP=1 keeps it) together with every
 # process whose pid was added to PIDS; free_port, wait_port and start_upstream are defined.
 set -euo pipefail
@@ -64,7 +64,7 @@ bench_cert() {
 
 # router_server WORKERS: the top of a router config: the domain and [server].
 router_server() {
-  printf 'domain = "bench.test"\n[server]\nthreads = %s\nhttp1_fast_path = %s\ngrace_period = "0s"\nshutdown_timeout = "1s"\n' \
+  printf 'domain = "bench.test"\n[server]\nthreads = %s\nfast_path = %s\ngrace_period = "0s"\nshutdown_timeout = "1s"\n' \
     "$1" "$FAST_PATH"
 }
 

@@ -169,6 +169,6 @@ for s in "${SCENARIOS[@]}"; do
   esac
 done
 echo
-echo "router http1_fast_path = $FAST_PATH"
+echo "router fast_path = $FAST_PATH"
 echo "workers: $WORKERS each; wrk -t1 -c$CONNS -d${DURATION}s; hosts rotated over $N_HOSTS workspaces"
 echo "router RSS: $(ps -o rss= -p "$ROUTER_PID" | awk '{printf "%.1f MiB", $1/1024}')"

@@ -68,9 +68,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub threads: usize,
-    /// HTTP/1.1 requests without a body or upgrade are served by the router's own HTTP/1 code;
-    /// `false` sends everything through Pingora's engine.
-    pub http1_fast_path: bool,
+    /// HTTP/1.1 requests and HTTP/2 streams without a request body or upgrade are served by the
+    /// router's own code (`h1.rs`, `http2.rs`); `false` sends everything through Pingora's
+    /// proxy engine.
+    pub fast_path: bool,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
 }
@@ -306,7 +307,7 @@ impl Validator<'_> {
         }
         let server = Server {
             threads,
-            http1_fast_path: raw.server.http1_fast_path.unwrap_or(true),
+            fast_path: raw.server.fast_path.unwrap_or(true),
             grace_period: d(raw.server.grace_period, Duration::from_secs(5)),
             shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
         };

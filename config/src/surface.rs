@@ -40,7 +40,9 @@ pub struct File {
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub threads: Option<usize>,
-    pub http1_fast_path: Option<bool>,
+    /// `http1_fast_path` was its name before it covered HTTP/2 streams too; still accepted.
+    #[serde(alias = "http1_fast_path")]
+    pub fast_path: Option<bool>,
     pub grace_period: Option<ConfDuration>,
     pub shutdown_timeout: Option<ConfDuration>,
 }

@@ -44,6 +44,17 @@ fn minimal_has_defaults() {
 }
 
 #[test]
+fn fast_path_defaults_on_and_keeps_its_old_name() {
+    assert!(Config::from_toml(MIN, "t.toml").unwrap().server.fast_path);
+    for key in ["fast_path", "http1_fast_path"] {
+        let c = Config::from_toml(&with(&format!("[server]\n{key} = false")), "t.toml").unwrap();
+        assert!(!c.server.fast_path, "{key} = false");
+    }
+    let e = err(&with("[server]\nfast_path = \"yes\""));
+    assert!(e.to_string().contains("server.fast_path"), "{e}");
+}
+
+#[test]
 fn unknown_keys_name_their_path() {
     let e = err(&with("colour = 1"));
     assert!(e.message.contains("unknown field"), "{e}");

@@ -107,7 +107,7 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
 fn edge_app(conf: &Arc<ServerConf>, mode: ListenerMode, shared: &Arc<Shared>) -> EdgeApp {
     let front = Arc::new(Front::new(mode, shared.clone()));
     let pingora = http_proxy(conf, EdgeProxy::new(front.clone()));
-    EdgeApp::new(front, pingora, shared.config.server.http1_fast_path)
+    EdgeApp::new(front, pingora, shared.config.server.fast_path)
 }
 
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.

@@ -48,6 +48,18 @@ pub const STRIPPED_REQUEST_HEADERS: [HeaderName; 6] = [
     HeaderName::from_static("fly-prefer-instance-id"),
 ];
 
+/// The Cookie fields of an HTTP/2 request as the single field HTTP/1.1 allows, joined with
+/// `; ` (RFC 9113 §8.2.3); `None` without cookies.
+pub fn cookie_field(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(http::header::COOKIE).iter();
+    let mut out = values.next()?.as_bytes().to_vec();
+    for v in values {
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
+}
+
 /// Several Host headers, or one that is not text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadHost;

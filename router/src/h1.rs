@@ -80,7 +80,8 @@ pub struct EdgeApp {
 }
 
 impl EdgeApp {
-    /// `fast`: whether HTTP/1.1 requests take the fast path (`server.http1_fast_path`).
+    /// `fast`: whether HTTP/1.1 requests and HTTP/2 streams take the router's own paths
+    /// (`server.fast_path`).
     pub fn new(front: Arc<Front>, pingora: HttpProxy<EdgeProxy>, fast: bool) -> EdgeApp {
         EdgeApp {
             front,

@@ -36,8 +36,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::front::{
-    redirect_headers, replay_headers, upstream_failure_detail, Answer, Finished, Front, Notes,
-    Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
+    cookie_field, redirect_headers, replay_headers, upstream_failure_detail, Answer, Finished,
+    Front, Notes, Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
 };
 use crate::h1::{
     checkin, checkout, connect, error_name, hop_by_hop, parse_response, read_some, BadChunk,
@@ -294,7 +294,6 @@ fn upstream_head(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let host = req.host().ok().flatten();
-    let mut cookies = 0;
     for (name, value) in r.headers.iter() {
         let n = name.as_str();
         if hop_by_hop(n)
@@ -306,7 +305,6 @@ fn upstream_head(
             || n == "x-forwarded-proto"
             || (n.starts_with("fly-") && STRIPPED_REQUEST_HEADERS.contains(name))
         {
-            cookies += usize::from(*name == http::header::COOKIE);
             continue;
         }
         put_header(&mut out, n, value.as_bytes());
@@ -315,15 +313,8 @@ fn upstream_head(
         put_header(&mut out, "host", host.as_bytes());
         put_header(&mut out, "x-forwarded-host", host.as_bytes());
     }
-    if cookies > 0 {
-        out.extend_from_slice(b"cookie: ");
-        for (i, v) in r.headers.get_all(http::header::COOKIE).iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(v.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+    if let Some(cookie) = cookie_field(&r.headers) {
+        put_header(&mut out, "cookie", &cookie);
     }
     if let Some(ip) = client {
         if let Ok(xff) = front.forwarded_for(req, ip) {

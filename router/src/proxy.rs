@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{ACCEPT, HOST};
+use http::header::{ACCEPT, COOKIE, HOST};
 use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
@@ -352,6 +352,13 @@ impl ProxyHttp for EdgeProxy {
             HeaderValue::from_static(self.front.client_scheme(&view(session))),
         )?;
         upstream.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        if session.is_http2() && upstream.headers.get_all(COOKIE).iter().nth(1).is_some() {
+            if let Some(joined) = crate::front::cookie_field(&upstream.headers) {
+                let joined = HeaderValue::from_bytes(&joined)
+                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "cookie")?;
+                upstream.insert_header(COOKIE, joined)?;
+            }
+        }
         // One pass over the names instead of six lookups, in the usual case of no `fly-` header.
         if upstream
             .headers

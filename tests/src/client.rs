@@ -428,6 +428,54 @@ where
     read_response(resp).await
 }
 
+/// An HTTP/2 connection over TLS (ALPN `h2` only, any certificate) for several requests, in
+/// turn or at once (the sender is cloned per request).
+#[derive(Clone)]
+pub struct H2Conn {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl H2Conn {
+    /// Connects to 127.0.0.1:`port` with SNI and `:authority` `host`.
+    pub async fn open(port: u16, host: &str) -> Result<H2Conn, BoxError> {
+        let tls = tls_connect(port, host, ALPN_H2, &Trust::any()).await?;
+        if negotiated_alpn(&tls).as_deref() != Some("h2") {
+            return Err("the server did not choose h2".into());
+        }
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(H2Conn {
+            sender,
+            authority: host.to_owned(),
+        })
+    }
+
+    /// One request on this connection (its `host` ignored: `:authority` is the connection's),
+    /// body read in full, within the answer bound.
+    pub async fn request(&self, req: &Req) -> Result<Resp, BoxError> {
+        let mut sender = self.sender.clone();
+        let fut = async {
+            sender.ready().await?;
+            let resp = sender
+                .send_request(build_request(req, Some(&self.authority))?)
+                .await?;
+            read_response(resp).await
+        };
+        match tokio::time::timeout(ANSWER_BOUND, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer to {} {} within {ANSWER_BOUND:?}",
+                req.method, req.path
+            )
+            .into()),
+        }
+    }
+}
+
 async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = Result<T, BoxError>>) -> T {
     match tokio::time::timeout(ANSWER_BOUND, fut).await {
         Ok(Ok(v)) => v,

@@ -713,3 +713,30 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A router whose every path goes to one raw upstream: `/terminal` (stripped) and `/`.
+pub struct RawStack {
+    pub up: RawUpstream,
+    pub router: crate::Router,
+    pub cfg: crate::EdgeConfig,
+}
+
+impl RawStack {
+    pub async fn start(up: RawUpstream) -> RawStack {
+        Self::start_with(up, |c| c).await
+    }
+
+    pub async fn start_with(
+        up: RawUpstream,
+        adjust: impl FnOnce(crate::EdgeConfig) -> crate::EdgeConfig,
+    ) -> RawStack {
+        use crate::PathRule;
+        let cfg = adjust(
+            crate::EdgeConfig::new()
+                .path(PathRule::new("/terminal", up.port).strip())
+                .path(PathRule::new("/", up.port)),
+        );
+        let router = crate::Router::start(&cfg).await;
+        RawStack { up, router, cfg }
+    }
+}

@@ -119,8 +119,8 @@ pub struct EdgeConfig {
     pub routes: Vec<(String, String)>,
     pub paths: Vec<PathRule>,
     pub log_level: String,
-    /// `server.http1_fast_path`; `None` leaves the router's default.
-    pub http1_fast_path: Option<bool>,
+    /// `server.fast_path`; `None` leaves the router's default.
+    pub fast_path: Option<bool>,
 }
 
 impl Default for EdgeConfig {
@@ -150,7 +150,7 @@ impl EdgeConfig {
             ],
             paths: Vec::new(),
             log_level: "info".to_owned(),
-            http1_fast_path: None,
+            fast_path: None,
         }
     }
 
@@ -208,9 +208,9 @@ impl EdgeConfig {
         self
     }
 
-    /// Sets `server.http1_fast_path`.
-    pub fn http1_fast_path(mut self, on: bool) -> Self {
-        self.http1_fast_path = Some(on);
+    /// Sets `server.fast_path`.
+    pub fn fast_path(mut self, on: bool) -> Self {
+        self.fast_path = Some(on);
         self
     }
 
@@ -255,9 +255,9 @@ impl EdgeConfig {
             toml_str(&self.grace_period),
             toml_str(&self.shutdown_timeout)
         );
-        if let Some(on) = self.http1_fast_path {
+        if let Some(on) = self.fast_path {
             // Still inside the [server] table written above.
-            let _ = writeln!(t, "http1_fast_path = {on}\n");
+            let _ = writeln!(t, "fast_path = {on}\n");
         }
         if let Some(port) = self.https {
             let _ = writeln!(

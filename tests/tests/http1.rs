@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use hubify_edge_tests::raw::{
-    chunk_encode, pseudo_random, End, Framing, H1Resp, Head, RawConn, RawSeen, RawUpstream, Reply,
-    RAW_BOUND,
+    chunk_encode, pseudo_random, End, Framing, H1Resp, Head, RawConn, RawSeen, RawStack,
+    RawUpstream, Reply, RAW_BOUND,
 };
 use hubify_edge_tests::{host, is_generated_request_id, EdgeConfig, PathRule, Router, Stack};
 use sha2::{Digest, Sha256};
@@ -31,35 +31,12 @@ enum T {
 
 const BOTH: [T; 2] = [T::Plain, T::Tls];
 
-/// A router whose every path goes to one raw upstream: `/terminal` (stripped) and `/`.
-struct RawStack {
-    up: RawUpstream,
-    _router: Router,
-    cfg: EdgeConfig,
+/// A fast-path client connection to the stack's router.
+trait Conn {
+    async fn conn(&self, t: T) -> RawConn;
 }
 
-impl RawStack {
-    async fn start(up: RawUpstream) -> RawStack {
-        Self::start_with(up, |c| c).await
-    }
-
-    async fn start_with(
-        up: RawUpstream,
-        adjust: impl FnOnce(EdgeConfig) -> EdgeConfig,
-    ) -> RawStack {
-        let cfg = adjust(
-            EdgeConfig::new()
-                .path(PathRule::new("/terminal", up.port).strip())
-                .path(PathRule::new("/", up.port)),
-        );
-        let router = Router::start(&cfg).await;
-        RawStack {
-            up,
-            _router: router,
-            cfg,
-        }
-    }
-
+impl Conn for RawStack {
     async fn conn(&self, t: T) -> RawConn {
         connect(t, self.cfg.http_port(), self.cfg.https_port()).await
     }
@@ -1371,7 +1348,7 @@ async fn idle_keep_alive_connection_serves_after_a_pause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pingora_engine_serves_everything_when_the_fast_path_is_off() {
-    let s = RawStack::start_with(target_echo().await, |c| c.http1_fast_path(false)).await;
+    let s = RawStack::start_with(target_echo().await, |c| c.fast_path(false)).await;
     for t in BOTH {
         let mut conn = s.conn(t).await;
         let r = conn.roundtrip(get("/a?b")).await;
