@@ -18,7 +18,7 @@ use hubify_edge_tests::raw::{
     chunk_encode, pseudo_random, End, Framing, H1Resp, Head, RawConn, RawSeen, RawStack,
     RawUpstream, Reply, RAW_BOUND,
 };
-use hubify_edge_tests::{host, is_generated_request_id, EdgeConfig, PathRule, Router, Stack};
+use hubify_edge_tests::{host, is_generated_request_id, Stack};
 use sha2::{Digest, Sha256};
 
 const ALICE: &str = "alice.hubify.test";
