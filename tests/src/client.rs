@@ -153,10 +153,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// A rustls client config for `trust` offering `alpn`.
 pub fn client_config(trust: &Trust, alpn: &[&str]) -> ClientConfig {
-    let provider = provider();
+    client_config_with(provider(), rustls::DEFAULT_VERSIONS, trust, alpn)
+}
+
+/// [`client_config`] with its own crypto provider (the cipher suites it offers, in order) and
+/// protocol versions.
+pub fn client_config_with(
+    provider: Arc<CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    trust: &Trust,
+    alpn: &[&str],
+) -> ClientConfig {
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions");
+        .with_protocol_versions(versions)
+        .expect("the provider supports the protocol versions");
     let mut cfg = match trust {
         Trust::Ca(cas) => {
             let mut roots = RootCertStore::empty();

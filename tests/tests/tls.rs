@@ -333,3 +333,64 @@ async fn file_certificates_reload_without_restart_or_failed_handshakes() {
     );
     assert!(!serials.is_empty());
 }
+
+/// The server's suite order wins: a client listing AES-256-GCM-SHA384 first (as OpenSSL does)
+/// gets AES-128-GCM-SHA256 when it offers it too, in TLS 1.3 and in TLS 1.2; a client offering
+/// only AES-256 still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_prefers_sha256_suites_over_the_client_order() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::SupportedCipherSuite;
+    let stack = Stack::start().await;
+    let cases: [(
+        &[SupportedCipherSuite],
+        &rustls::SupportedProtocolVersion,
+        SupportedCipherSuite,
+    ); 3] = [
+        (
+            &[cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
+            &rustls::version::TLS13,
+            cs::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &[
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            &rustls::version::TLS12,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            &[cs::TLS13_AES_256_GCM_SHA384],
+            &rustls::version::TLS13,
+            cs::TLS13_AES_256_GCM_SHA384,
+        ),
+    ];
+    for (offered, version, want) in cases {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: offered.to_vec(),
+            ..rustls::crypto::ring::default_provider()
+        };
+        let cfg = hubify_edge_tests::client::client_config_with(
+            Arc::new(provider),
+            &[version],
+            &Trust::any(),
+            ALPN_H1,
+        );
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", stack.https_port()))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host("alice")).unwrap();
+        let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .expect("handshake within 10 s")
+            .unwrap_or_else(|e| panic!("handshake offering {offered:?}: {e}"));
+        let got = tls.get_ref().1.negotiated_cipher_suite();
+        assert_eq!(
+            got.map(|s| s.suite()),
+            Some(want.suite()),
+            "offered {offered:?} in this order"
+        );
+    }
+}
