@@ -1,7 +1,8 @@
 //! What a listener does with a request, whichever HTTP engine read it: the request id, host →
 //! label, SNI/Host agreement, the route lookup and `decide`, as one [`Answer`]. The HTTP/1.1 fast
-//! path (`h1.rs`) and the Pingora phases (`proxy.rs`, HTTP/2 and everything the fast path hands
-//! over) both call [`Front::route`] and write the answer in their own way, so both answer alike.
+//! path (`h1.rs`), the HTTP/2 stream loop (`http2.rs`) and the Pingora phases (`proxy.rs`, for
+//! everything those two hand over) all call [`Front::route`] and write the answer in their own
+//! way, so all answer alike.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};

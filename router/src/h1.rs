@@ -1,9 +1,9 @@
 //! The HTTP/1.1 fast path: the common requests — HTTP/1.1, origin-form target, no request body,
 //! no upgrade — are read, answered or forwarded here, on the connection's own task, with one
 //! read and one write per side when the messages fit. Everything else is handed, at a request
-//! boundary and with the bytes already read put back, to Pingora's engine (`proxy.rs`), which
-//! also serves HTTP/2: request bodies, WebSockets, `Expect`, HTTP/1.0, absolute-form targets,
-//! unusual bytes in the path, heads over 16 KiB and anything that does not parse.
+//! boundary and with the bytes already read put back, to Pingora's engine (`proxy.rs`): request
+//! bodies, WebSockets, `Expect`, HTTP/1.0, absolute-form targets, unusual bytes in the path,
+//! heads over 16 KiB and anything that does not parse. HTTP/2 connections go to `http2.rs`.
 //!
 //! Why: Pingora's per-request machinery (a ~14 KB boxed future per request, header maps built
 //! and cloned, a `getpeername` per pooled upstream connection) puts its floor at ~0.6× nginx on

@@ -2,10 +2,12 @@
 //!
 //! The request path is a pure core — [`host`] (Host → label), [`routes`] (label → route),
 //! [`decide`] (route + request → decision), [`pages`] (the router's own answers) — gathered in
-//! [`front`] (one request → one [`front::Answer`]), and two HTTP engines that carry answers out:
-//! [`h1`], the router's own HTTP/1.1 code for requests without a body or upgrade, and Pingora's
-//! proxy in [`proxy`] for HTTP/2 and everything [`h1`] hands over. [`listen`] accepts the plain
-//! listener's connections; [`app`] assembles listeners from the validated configuration.
+//! [`front`] (one request → one [`front::Answer`]), and the code that carries answers out: [`h1`],
+//! the router's own HTTP/1.1 code for requests without a body or upgrade; [`http2`], the router's
+//! HTTP/2 stream loop, which serves streams without a request body itself; and Pingora's proxy
+//! in [`proxy`] for everything those two hand over (request bodies, WebSockets, the unusual).
+//! [`listen`] accepts both listeners' connections (TLS through [`tls`]); [`app`] assembles
+//! listeners from the validated configuration.
 //! Certificates come from the `hubify-edge-acme` crate; this crate never issues them.
 
 pub mod app;
