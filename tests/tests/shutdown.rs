@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use hubify_edge_tests::client::{error_chain, https_h1, try_http, try_https_alpn, ALPN_H1};
+use hubify_edge_tests::client::{
+    error_chain, https_h1, try_http, try_https_alpn, ALPN_H1, ALPN_H2,
+};
 use hubify_edge_tests::{host, EdgeConfig, PathRule, Req, Router, Upstream};
 
 /// grace_period + shutdown_timeout + slack.
@@ -29,10 +31,30 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
         tokio::spawn(
             async move { try_http(http_port, &Req::get(&host("alice"), "/slow-plain")).await },
         );
+    // An HTTP/2 stream: its connection gets GOAWAY, the stream still completes.
+    let over_h2 = tokio::spawn(async move {
+        let alice = host("alice");
+        try_https_alpn(https_port, &alice, ALPN_H2, &Req::get(&alice, "/slow-h2")).await
+    });
 
-    // Both requests are at the upstream (which answers 2 s later): now SIGTERM.
-    slow.wait_for_requests(2, Duration::from_secs(20)).await;
+    // All three requests are at the upstream (which answers 2 s later): now SIGTERM.
+    slow.wait_for_requests(3, Duration::from_secs(20)).await;
     router.sigterm();
+
+    let (resp, alpn) = over_h2.await.expect("h2 request task").unwrap_or_else(|e| {
+        panic!(
+            "in-flight HTTP/2 stream failed during shutdown: {}",
+            error_chain(e.as_ref())
+        )
+    });
+    assert_eq!(alpn.as_deref(), Some("h2"));
+    assert_eq!(
+        resp.status,
+        StatusCode::OK,
+        "in-flight h2 stream: {}",
+        resp.summary()
+    );
+    assert_eq!(resp.echo().path, "/slow-h2");
 
     let tls_result = over_tls.await.expect("TLS request task");
     let plain_result = over_plain.await.expect("plain request task");
