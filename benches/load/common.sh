@@ -68,6 +68,13 @@ router_server() {
     "$1" "$FAST_PATH"
 }
 
+# router_listeners HTTP_PORT TLS_PORT: the router's TLS listener, its forwarding plain listener and
+# the bench certificate (needs bench_cert), in that order.
+router_listeners() {
+  printf '[listeners.https]\naddress = "127.0.0.1:%s"\n[listeners.http]\naddress = "127.0.0.1:%s"\ndispatch = "forward"\n[tls]\nsource = "files"\ncert = "%s"\nkey = "%s"\n' \
+    "$2" "$1" "$WORK/cert.pem" "$WORK/key.pem"
+}
+
 # static_routes N...: a [[routes.static]] record for each workspace wN (address 127.0.0.1).
 static_routes() {
   for i in "$@"; do

@@ -38,16 +38,8 @@ NGINX_PID=$!
 
 {
   router_server 1
+  router_listeners "$R_HTTP" "$R_TLS"
   cat <<TOML
-[listeners.http]
-address = "127.0.0.1:$R_HTTP"
-dispatch = "forward"
-[listeners.https]
-address = "127.0.0.1:$R_TLS"
-[tls]
-source = "files"
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
 [log]
 level = "warn"
 access = false
@@ -58,7 +50,7 @@ TOML
   static_routes 7
 } > "$WORK/forward.toml"
 sed -e "s/^address = \"127.0.0.1:$R_HTTP\"/address = \"127.0.0.1:$R_REPLAY\"/" -e 's/^dispatch = "forward"/dispatch = "replay"/' \
-  -e '/^\[listeners.https\]/,/^key = /d' "$WORK/forward.toml" > "$WORK/replay.toml"
+  -e '/^\[listeners.https\]/,+1d' -e '/^\[tls\]/,/^key = /d' "$WORK/forward.toml" > "$WORK/replay.toml"
 printf '[replay]\ntimeout = "5s"\nfallback = "force_self"\n' >> "$WORK/replay.toml"
 $BIN run --config "$WORK/forward.toml" > "$WORK/forward.log" 2>&1 & PIDS+=($!)
 FWD_PID=$!

@@ -54,19 +54,10 @@ stored=$(redis-cli -p "$REDIS" dbsize)
 echo "redis: $stored route records" >&2
 
 # --- the router ------------------------------------------------------------------------------
-router_server 1 > "$WORK/router.toml"
+{ router_server 1; router_listeners "$R_HTTP" "$R_TLS"; } > "$WORK/router.toml"
 cat >> "$WORK/router.toml" <<TOML
 [ops]
 address = "127.0.0.1:$OPS"
-[listeners.http]
-address = "127.0.0.1:$R_HTTP"
-dispatch = "forward"
-[listeners.https]
-address = "127.0.0.1:$R_TLS"
-[tls]
-source = "files"
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
 [redis]
 url = "redis://127.0.0.1:$REDIS/"
 [routes]

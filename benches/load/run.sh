@@ -51,16 +51,8 @@ nginx -c "$WORK/ngx/nginx.conf" -g "daemon off; worker_processes $WORKERS;" & PI
 # --- the router -----------------------------------------------------------------------------
 {
   router_server "$WORKERS"
+  router_listeners "$R_HTTP" "$R_TLS"
   cat <<TOML
-[listeners.https]
-address = "127.0.0.1:$R_TLS"
-[listeners.http]
-address = "127.0.0.1:$R_HTTP"
-dispatch = "forward"
-[tls]
-source = "files"
-cert = "$WORK/cert.pem"
-key = "$WORK/key.pem"
 [log]
 level = "warn"
 access = false

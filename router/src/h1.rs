@@ -531,7 +531,7 @@ struct Done {
 }
 
 /// Appends `name: value\r\n`.
-fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+pub(crate) fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -741,22 +741,37 @@ fn upstream_head(
         }
         put_header(&mut out, name, h.value);
     }
-    if let Ok(Some(host)) = req.host {
-        put_header(&mut out, "x-forwarded-host", host.as_bytes());
+    let host = req.host.ok().flatten();
+    forwarded_headers(&mut out, front, req, host, client, rid.as_bytes());
+    out
+}
+
+/// The end of a request head sent upstream, for both client protocols: X-Forwarded-Host (when
+/// the request named a host), X-Forwarded-For (the client appended, see
+/// [`Front::forwarded_for`]), X-Forwarded-Proto, X-Request-Id and the empty line.
+pub(crate) fn forwarded_headers(
+    out: &mut Vec<u8>,
+    front: &Front,
+    req: &impl RequestView,
+    host: Option<&str>,
+    client: Option<IpAddr>,
+    rid: &[u8],
+) {
+    if let Some(host) = host {
+        put_header(out, "x-forwarded-host", host.as_bytes());
     }
     if let Some(ip) = client {
         if let Ok(xff) = front.forwarded_for(req, ip) {
-            put_header(&mut out, "x-forwarded-for", xff.as_bytes());
+            put_header(out, "x-forwarded-for", xff.as_bytes());
         }
     }
     put_header(
-        &mut out,
+        out,
         "x-forwarded-proto",
         front.client_scheme(req).as_bytes(),
     );
-    put_header(&mut out, "x-request-id", rid.as_bytes());
+    put_header(out, "x-request-id", rid);
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// How the body of a response is delimited.

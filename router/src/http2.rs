@@ -40,8 +40,9 @@ use crate::front::{
     Front, Notes, Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
 };
 use crate::h1::{
-    checkin, checkout, connect, error_name, hop_by_hop, parse_response, read_some, BadChunk,
-    Chunked, EdgeApp, Failure, Framing, BODY_READ, CLIENT_WRITE_TIMEOUT,
+    checkin, checkout, connect, error_name, forwarded_headers, hop_by_hop, parse_response,
+    put_header, read_some, BadChunk, Chunked, EdgeApp, Failure, Framing, BODY_READ,
+    CLIENT_WRITE_TIMEOUT,
 };
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::pages;
@@ -311,31 +312,12 @@ fn upstream_head(
     }
     if let Some(host) = host {
         put_header(&mut out, "host", host.as_bytes());
-        put_header(&mut out, "x-forwarded-host", host.as_bytes());
     }
     if let Some(cookie) = cookie_field(&r.headers) {
         put_header(&mut out, "cookie", &cookie);
     }
-    if let Some(ip) = client {
-        if let Ok(xff) = front.forwarded_for(req, ip) {
-            put_header(&mut out, "x-forwarded-for", xff.as_bytes());
-        }
-    }
-    put_header(
-        &mut out,
-        "x-forwarded-proto",
-        front.client_scheme(req).as_bytes(),
-    );
-    put_header(&mut out, "x-request-id", rid.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    forwarded_headers(&mut out, front, req, host, client, rid.as_bytes());
     out
-}
-
-fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A forwarded stream.
