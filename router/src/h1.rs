@@ -635,7 +635,7 @@ thread_local! {
 }
 
 /// An idle connection to `addr`, the most recently used first; expired ones are dropped.
-pub(crate) fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
+fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let now = Instant::now();
@@ -688,7 +688,7 @@ impl Failure {
     }
 }
 
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
     let started = Instant::now();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(Failure::new(UpstreamErrorKind::ConnectTimeout)),
@@ -973,6 +973,86 @@ pub(crate) async fn read_some(
     }
 }
 
+/// The upstream connections one request may use, in order: an idle pooled one when there is
+/// one, then new ones. A request goes out again on the next one only after a failure marked
+/// [`Failure::retry`] (a pooled connection the upstream had closed), so at most two are used.
+/// Both client protocols forward through this.
+pub(crate) struct Upstreams<'a> {
+    addr: SocketAddr,
+    conf: &'a hubify_edge_config::Upstream,
+    pooled: Option<TcpStream>,
+}
+
+impl<'a> Upstreams<'a> {
+    pub fn new(addr: SocketAddr, conf: &'a hubify_edge_config::Upstream) -> Upstreams<'a> {
+        Upstreams {
+            addr,
+            conf,
+            pooled: checkout(addr, conf.keepalive_timeout),
+        }
+    }
+
+    /// The next connection, and whether it was pooled (reused).
+    pub async fn next(&mut self) -> Result<(TcpStream, bool), Failure> {
+        if let Some(c) = self.pooled.take() {
+            metrics::upstream().connected(true, None);
+            return Ok((c, true));
+        }
+        Ok((connect(self.addr, self.conf.connect_timeout).await?, false))
+    }
+}
+
+/// Writes a request head upstream within `timeout`; a write error on a `reused` connection is
+/// worth a retry.
+pub(crate) async fn send_head(
+    up: &mut TcpStream,
+    head: &[u8],
+    timeout: Duration,
+    reused: bool,
+) -> Result<(), Failure> {
+    match tokio::time::timeout(timeout, up.write_all(head)).await {
+        Err(_) => Err(Failure::new(UpstreamErrorKind::WriteTimeout)),
+        Ok(Err(_)) => Err(Failure {
+            kind: UpstreamErrorKind::WriteError,
+            retry: reused,
+        }),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+/// Reads into `rbuf` until `parse` finds a response head at its start (`parse` is tried on what
+/// is already there first). With `retryable`, a close or read error before any byte arrived is
+/// marked for a retry.
+pub(crate) async fn read_response_head<R>(
+    up: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    timeout: Duration,
+    retryable: bool,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<R>, Failure>,
+) -> Result<R, Failure> {
+    let retry = |kind| Failure {
+        kind,
+        retry: retryable,
+    };
+    let mut got_any = false;
+    loop {
+        if !rbuf.is_empty() {
+            if let Some(r) = parse(rbuf)? {
+                return Ok(r);
+            }
+        }
+        match read_some(up, rbuf, timeout).await {
+            Ok(0) if !got_any => return Err(retry(UpstreamErrorKind::Closed)),
+            Ok(0) => return Err(Failure::new(UpstreamErrorKind::Closed)),
+            Ok(_) => got_any = true,
+            Err(UpstreamErrorKind::ReadError) if !got_any => {
+                return Err(retry(UpstreamErrorKind::ReadError))
+            }
+            Err(kind) => return Err(Failure::new(kind)),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 /// Sends the request on `up` and reads the response head (1xx heads are relayed on the way).
 async fn exchange(
@@ -986,41 +1066,23 @@ async fn exchange(
     (head_only, close, rid): (bool, bool, &str),
     done: &mut Done,
 ) -> Result<ResponseHead, Failure> {
-    let retry = |kind| Failure {
-        kind,
-        retry: reused,
-    };
-    match tokio::time::timeout(write_timeout, up.write_all(head)).await {
-        Err(_) => return Err(Failure::new(UpstreamErrorKind::WriteTimeout)),
-        Ok(Err(_)) => return Err(retry(UpstreamErrorKind::WriteError)),
-        Ok(Ok(())) => {}
-    }
-    let mut got_any = false;
+    send_head(up, head, write_timeout, reused).await?;
+    // Once an interim head arrived, the upstream has answered: no retry after that.
+    let mut retryable = reused;
     loop {
-        if !rbuf.is_empty() {
-            if let Some(resp) = response_head(rbuf, head_only, close, rid)? {
-                if (100..200).contains(&resp.status) {
-                    if resp.status == 101 {
-                        return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
-                    }
-                    // Informational (103 Early Hints): relayed, then the final response.
-                    rbuf.advance(resp.len);
-                    if !send(io, &resp.out, done).await {
-                        return Err(Failure::new(UpstreamErrorKind::Other));
-                    }
-                    continue;
-                }
-                return Ok(resp);
-            }
+        let parse = |b: &[u8]| response_head(b, head_only, close, rid);
+        let resp = read_response_head(up, rbuf, plan.read_timeout, retryable, parse).await?;
+        if !(100..200).contains(&resp.status) {
+            return Ok(resp);
         }
-        match read_some(up, rbuf, plan.read_timeout).await {
-            Ok(0) if !got_any => return Err(retry(UpstreamErrorKind::Closed)),
-            Ok(0) => return Err(Failure::new(UpstreamErrorKind::Closed)),
-            Ok(_) => got_any = true,
-            Err(UpstreamErrorKind::ReadError) if !got_any => {
-                return Err(retry(UpstreamErrorKind::ReadError))
-            }
-            Err(kind) => return Err(Failure::new(kind)),
+        if resp.status == 101 {
+            return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
+        }
+        // Informational (103 Early Hints): relayed, then the final response.
+        retryable = false;
+        rbuf.advance(resp.len);
+        if !send(io, &resp.out, done).await {
+            return Err(Failure::new(UpstreamErrorKind::Other));
         }
     }
 }
@@ -1039,34 +1101,16 @@ async fn forward(
     let head = upstream_head(front, req, plan, client, rid);
     let head_only = req.method == "HEAD";
     let mut rbuf = BytesMut::with_capacity(BODY_READ);
-    let mut pooled = checkout(plan.addr, up_conf.keepalive_timeout);
+    let args = (head_only, done.close, rid);
+    let wt = up_conf.write_timeout;
+    let mut upstreams = Upstreams::new(plan.addr, up_conf);
     let (mut up, resp) = loop {
-        let reused = pooled.is_some();
-        let mut up = match pooled.take() {
-            Some(s) => {
-                metrics::upstream().connected(true, None);
-                s
-            }
-            None => match connect(plan.addr, up_conf.connect_timeout).await {
-                Ok(s) => s,
-                Err(f) => return failed(io, req, done, rid, f).await,
-            },
+        let (mut up, reused) = match upstreams.next().await {
+            Ok(c) => c,
+            Err(f) => return failed(io, req, done, rid, f).await,
         };
         rbuf.clear();
-        let args = (head_only, done.close, rid);
-        match exchange(
-            io,
-            &mut up,
-            &head,
-            &mut rbuf,
-            plan,
-            up_conf.write_timeout,
-            reused,
-            args,
-            done,
-        )
-        .await
-        {
+        match exchange(io, &mut up, &head, &mut rbuf, plan, wt, reused, args, done).await {
             Ok(resp) => break (up, resp),
             Err(f) if f.retry => continue,
             Err(f) => return failed(io, req, done, rid, f).await,

@@ -32,7 +32,6 @@ use pingora_core::protocols::Digest;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::front::{
@@ -40,9 +39,9 @@ use crate::front::{
     Front, Notes, Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
 };
 use crate::h1::{
-    checkin, checkout, connect, error_name, forwarded_headers, hop_by_hop, parse_response,
-    put_header, read_some, BadChunk, Chunked, EdgeApp, Failure, Framing, BODY_READ,
-    CLIENT_WRITE_TIMEOUT,
+    checkin, error_name, forwarded_headers, hop_by_hop, parse_response, put_header,
+    read_response_head, read_some, send_head, BadChunk, Chunked, EdgeApp, Failure, Framing,
+    Upstreams, BODY_READ, CLIENT_WRITE_TIMEOUT,
 };
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::pages;
@@ -343,24 +342,15 @@ impl Forward<'_> {
         let up_conf = &front.config().upstream;
         let addr = self.plan.addr;
         let mut rbuf = BytesMut::with_capacity(BODY_READ);
-        let mut pooled = checkout(addr, up_conf.keepalive_timeout);
+        let wt = up_conf.write_timeout;
+        let mut upstreams = Upstreams::new(addr, up_conf);
         let (mut up, resp) = loop {
-            let reused = pooled.is_some();
-            let mut up = match pooled.take() {
-                Some(c) => {
-                    metrics::upstream().connected(true, None);
-                    c
-                }
-                None => match connect(addr, up_conf.connect_timeout).await {
-                    Ok(c) => c,
-                    Err(f) => return self.failed(s, done, f).await,
-                },
+            let (mut up, reused) = match upstreams.next().await {
+                Ok(c) => c,
+                Err(f) => return self.failed(s, done, f).await,
             };
             rbuf.clear();
-            match self
-                .exchange(&mut up, head, &mut rbuf, up_conf.write_timeout, reused)
-                .await
-            {
+            match self.exchange(&mut up, head, &mut rbuf, wt, reused).await {
                 Ok(resp) => break (up, resp),
                 Err(f) if f.retry => continue,
                 Err(f) => return self.failed(s, done, f).await,
@@ -395,35 +385,17 @@ impl Forward<'_> {
         write_timeout: std::time::Duration,
         reused: bool,
     ) -> Result<Response, Failure> {
-        let retry = |kind| Failure {
-            kind,
-            retry: reused,
-        };
-        match tokio::time::timeout(write_timeout, up.write_all(head)).await {
-            Err(_) => return Err(Failure::new(UpstreamErrorKind::WriteTimeout)),
-            Ok(Err(_)) => return Err(retry(UpstreamErrorKind::WriteError)),
-            Ok(Ok(())) => {}
-        }
-        let mut got_any = false;
+        send_head(up, head, write_timeout, reused).await?;
+        // Once an interim head arrived, the upstream has answered: no retry after that.
+        let mut retryable = reused;
         loop {
-            if !rbuf.is_empty() {
-                match self.response(rbuf)? {
-                    Some((len, None)) => {
-                        rbuf.advance(len);
-                        continue;
-                    }
-                    Some((_, Some(resp))) => return Ok(resp),
-                    None => {}
+            let parse = |b: &[u8]| self.response(b);
+            match read_response_head(up, rbuf, self.plan.read_timeout, retryable, parse).await? {
+                (len, None) => {
+                    retryable = false;
+                    rbuf.advance(len);
                 }
-            }
-            match read_some(up, rbuf, self.plan.read_timeout).await {
-                Ok(0) if !got_any => return Err(retry(UpstreamErrorKind::Closed)),
-                Ok(0) => return Err(Failure::new(UpstreamErrorKind::Closed)),
-                Ok(_) => got_any = true,
-                Err(UpstreamErrorKind::ReadError) if !got_any => {
-                    return Err(retry(UpstreamErrorKind::ReadError))
-                }
-                Err(kind) => return Err(Failure::new(kind)),
+                (_, Some(resp)) => return Ok(resp),
             }
         }
     }
