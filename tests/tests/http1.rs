@@ -1412,3 +1412,34 @@ async fn upstream_body_cut_short_closes_the_client_connection() {
         assert_eq!(r.text(), "fine", "{t:?}");
     }
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() {
+    // Every reply ends with the upstream closing the connection without saying so: the router
+    // pools a connection that is already closed, and the next request goes out again on a new
+    // one (fast-path requests have no body, so that is safe).
+    let s = RawStack::start(
+        RawUpstream::start(|_, seen| Reply::ok(seen.target().as_bytes()).then_close()).await,
+    )
+    .await;
+    for t in BOTH {
+        let before = (s.up.seen().len(), s.up.connections());
+        let mut conn = s.conn(t).await;
+        for i in 0..3 {
+            let path = format!("/again/{i}");
+            let resp = conn.roundtrip(get(&path)).await;
+            assert_eq!(resp.status, 200, "{t:?}: {}", resp.summary());
+            assert_eq!(resp.text(), path, "{t:?}");
+        }
+        assert_eq!(
+            s.up.seen().len() - before.0,
+            3,
+            "{t:?}: each request reached the upstream once"
+        );
+        assert_eq!(
+            s.up.connections() - before.1,
+            3,
+            "{t:?}: one new connection per request"
+        );
+    }
+}

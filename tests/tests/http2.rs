@@ -301,3 +301,33 @@ async fn request_bodies_go_through_and_arrive_whole() {
     // A bodiless stream on the same connection afterwards.
     assert_eq!(get(&c, "/x").await.text(), "0");
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() {
+    // Every reply ends with the upstream closing the connection without saying so, so the
+    // router pools a connection that is already closed; the next request must go out again on
+    // a new one.
+    for fast in ENGINES {
+        let s = stack(
+            RawUpstream::start(|_, seen| Reply::ok(seen.target().as_bytes()).then_close()).await,
+            fast,
+        )
+        .await;
+        let engine = if fast { "router's h2 path" } else { "Pingora" };
+        let c = h2(&s).await;
+        for i in 0..3 {
+            let path = format!("/again/{i}");
+            assert_eq!(get(&c, &path).await.text(), path, "{engine}");
+        }
+        assert_eq!(
+            s.up.seen().len(),
+            3,
+            "{engine}: each request reached the upstream once"
+        );
+        assert_eq!(
+            s.up.connections(),
+            3,
+            "{engine}: one new connection per request"
+        );
+    }
+}
