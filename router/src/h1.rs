@@ -134,22 +134,29 @@ enum Next {
 }
 
 /// The connection facts every request needs, read once.
-struct ConnInfo {
-    peer: Option<IpAddr>,
-    sni: Option<String>,
+pub(crate) struct ConnInfo {
+    pub peer: Option<IpAddr>,
+    pub sni: Option<String>,
+}
+
+impl ConnInfo {
+    /// The client's address and the TLS server name of `io`'s connection.
+    pub fn of(io: &Stream) -> ConnInfo {
+        ConnInfo {
+            peer: io
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
+            sni: io
+                .get_ssl_digest()
+                .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
+        }
+    }
 }
 
 /// Serves a connection's requests until it closes (`None`) or one is handed over (`Some`: the
 /// stream with the bytes read so far put back).
 async fn serve(front: &Front, mut io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-    let info = ConnInfo {
-        peer: io
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
-        sni: io
-            .get_ssl_digest()
-            .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
-    };
+    let info = ConnInfo::of(&io);
     let mut shutdown = shutdown.clone();
     let mut buf = BytesMut::new();
     loop {

@@ -40,27 +40,20 @@ use crate::front::{
 };
 use crate::h1::{
     checkin, error_name, forwarded_headers, hop_by_hop, parse_response, put_header,
-    read_response_head, read_some, send_head, BadChunk, Chunked, EdgeApp, Failure, Framing,
-    Upstreams, BODY_READ, CLIENT_WRITE_TIMEOUT,
+    read_response_head, read_some, send_head, BadChunk, Chunked, ConnInfo, EdgeApp, Failure,
+    Framing, Upstreams, BODY_READ, CLIENT_WRITE_TIMEOUT,
 };
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::pages;
 use crate::proxy::{own_head, PingoraRequest};
 use crate::request_id;
 use crate::shutdown::InFlight;
-use crate::tls::Sni;
 
 /// Malformed streams a connection may open before it is closed (Pingora's budget).
 pub const MAX_REJECTED: usize = 32;
 
 /// Response headers an upstream may send (as on the HTTP/1.1 path).
 const MAX_RESPONSE_HEADERS: usize = 128;
-
-/// The connection facts every stream needs, read once.
-struct ConnInfo {
-    peer: Option<IpAddr>,
-    sni: Option<String>,
-}
 
 /// Serves an HTTP/2 connection (ALPN `h2`) until it closes.
 pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
@@ -70,16 +63,7 @@ pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
         proxy_digest: io.get_proxy_digest(),
         socket_digest: io.get_socket_digest(),
     });
-    let info = Arc::new(ConnInfo {
-        peer: digest
-            .socket_digest
-            .as_ref()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
-        sni: digest
-            .ssl_digest
-            .as_ref()
-            .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
-    });
+    let info = Arc::new(ConnInfo::of(&io));
     let mut conn = match handshake(io, None).await {
         Ok(c) => c,
         Err(e) => {
@@ -335,6 +319,15 @@ struct Response {
     len: usize,
 }
 
+/// A response head at the start of the upstream's buffer. (Returned once per head and moved,
+/// not stored: boxing `Final` would only add an allocation per request.)
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// An informational (1xx) head of this length, skipped.
+    Interim(usize),
+    Final(Response),
+}
+
 impl Forward<'_> {
     /// Sends the request upstream (on a pooled connection when there is one, once more on a
     /// new one when a pooled connection turns out closed) and relays the response.
@@ -391,19 +384,17 @@ impl Forward<'_> {
         loop {
             let parse = |b: &[u8]| self.response(b);
             match read_response_head(up, rbuf, self.plan.read_timeout, retryable, parse).await? {
-                (len, None) => {
+                Head::Interim(len) => {
                     retryable = false;
                     rbuf.advance(len);
                 }
-                (_, Some(resp)) => return Ok(resp),
+                Head::Final(resp) => return Ok(resp),
             }
         }
     }
 
-    /// Parses a response head at the start of `buf`: `None` when incomplete, `(len, None)` for
-    /// an informational (1xx) head to skip, else the head for the client.
-    #[allow(clippy::type_complexity)]
-    fn response(&self, buf: &[u8]) -> Result<Option<(usize, Option<Response>)>, Failure> {
+    /// Parses a response head at the start of `buf` (`None`: incomplete).
+    fn response(&self, buf: &[u8]) -> Result<Option<Head>, Failure> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let Some(parsed) = parse_response(buf, &mut headers, self.head_only)? else {
             return Ok(None);
@@ -412,7 +403,7 @@ impl Forward<'_> {
             if parsed.status == 101 {
                 return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
             }
-            return Ok(Some((parsed.len, None)));
+            return Ok(Some(Head::Interim(parsed.len)));
         }
         let invalid = |_| Failure::new(UpstreamErrorKind::InvalidResponse);
         let mut head = ResponseHeader::build_no_case(parsed.status, Some(16)).map_err(invalid)?;
@@ -432,15 +423,12 @@ impl Forward<'_> {
         result?;
         head.insert_header(X_REQUEST_ID, self.rid.clone())
             .map_err(invalid)?;
-        Ok(Some((
-            parsed.len,
-            Some(Response {
-                head,
-                framing: parsed.framing,
-                reusable: parsed.reusable,
-                len: parsed.len,
-            }),
-        )))
+        Ok(Some(Head::Final(Response {
+            head,
+            framing: parsed.framing,
+            reusable: parsed.reusable,
+            len: parsed.len,
+        })))
     }
 
     /// Relays the body after the head. `Ok(true)`: the upstream connection is at a message
