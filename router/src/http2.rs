@@ -117,8 +117,7 @@ pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
 /// One stream: served here when it has no request body, else by Pingora's proxy.
 async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdown: &ShutdownWatch) {
     if !s.is_body_empty() || s.req_header().method == Method::CONNECT {
-        let pingora = app.pingora().clone();
-        pingora
+        app.pingora()
             .process_new_http(ServerSession::new_http2(s), shutdown)
             .await;
         return;
