@@ -74,6 +74,9 @@ pub struct Server {
     pub fast_path: bool,
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    /// A request head must be complete this long after its first byte, or the client gets 408
+    /// and the connection closes (nginx's `client_header_timeout`).
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -310,7 +313,11 @@ impl Validator<'_> {
             fast_path: raw.server.fast_path.unwrap_or(true),
             grace_period: d(raw.server.grace_period, Duration::from_secs(5)),
             shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
+            header_timeout: d(raw.server.header_timeout, Duration::from_secs(60)),
         };
+        if server.header_timeout.is_zero() {
+            return Err(self.err("server.header_timeout", "must be longer than zero"));
+        }
 
         let listeners = self.listeners(raw.listeners)?;
         let ops = raw.ops.map(|o| o.address);

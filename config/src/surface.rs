@@ -45,6 +45,7 @@ pub struct Server {
     pub fast_path: Option<bool>,
     pub grace_period: Option<ConfDuration>,
     pub shutdown_timeout: Option<ConfDuration>,
+    pub header_timeout: Option<ConfDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,9 +12,9 @@ use pingora_core::server::Server;
 use pingora_core::services::listening::Service;
 use pingora_proxy::http_proxy;
 
+use crate::conn::EdgeApp;
 use crate::decide::ListenerMode;
 use crate::front::{Front, Shared};
-use crate::h1::EdgeApp;
 use crate::listen::EdgeListener;
 use crate::ops::OpsApp;
 use crate::proxy::EdgeProxy;

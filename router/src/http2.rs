@@ -20,6 +20,7 @@
 //! is closed after [`MAX_REJECTED`] malformed streams.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,14 +35,15 @@ use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use tokio::net::TcpStream;
 
+use crate::conn::EdgeApp;
 use crate::front::{
-    cookie_field, redirect_headers, replay_headers, upstream_failure_detail, Answer, Finished,
-    Front, Notes, Page, Plan, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
+    cookie_field, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer,
+    Finished, Front, Notes, Page, Plan, RequestView, X_REQUEST_ID,
 };
 use crate::h1::{
-    checkin, error_name, forwarded_headers, hop_by_hop, parse_response, put_header,
-    read_response_head, read_some, send_head, BadChunk, Chunked, ConnInfo, EdgeApp, Failure,
-    Framing, Upstreams, BODY_READ, CLIENT_WRITE_TIMEOUT,
+    checkin, end_upstream_head, error_name, parse_response, put_header, read_response_head,
+    read_some, send_head, BadChunk, Chunked, ConnInfo, Failure, Framing, Upstreams, BODY_READ,
+    CLIENT_WRITE_TIMEOUT,
 };
 use crate::metrics::{self, UpstreamErrorKind};
 use crate::pages;
@@ -51,6 +53,33 @@ use crate::shutdown::InFlight;
 
 /// Malformed streams a connection may open before it is closed (Pingora's budget).
 pub const MAX_REJECTED: usize = 32;
+
+/// Streams the client may reset before the router answered them, per connection; past this
+/// the connection ends with GOAWAY `ENHANCE_YOUR_CALM` (the HTTP/2 "rapid reset" attack,
+/// CVE-2023-44487). Browsers cancel a few streams per page at most.
+pub const MAX_EARLY_RESETS: usize = 100;
+
+/// Streams reset by the client before the application accepted them that h2 holds at once
+/// (h2's own budget; GOAWAY beyond it).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the router may reset itself (malformed frames) before h2 ends the connection.
+const MAX_LOCAL_RESETS: usize = 128;
+
+/// The HTTP/2 settings and abuse budgets of every connection: Pingora's bounded defaults
+/// (100 concurrent streams, a bounded header list) and the reset budgets above.
+fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut o = pingora_core::protocols::http::v2::server::default_h2_options();
+    o.max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS));
+    o
+}
+
+/// Whether the client has already reset the stream (checked, not awaited).
+fn reset_by_client(s: &mut HttpSession) -> bool {
+    use futures_util::FutureExt;
+    s.idle().now_or_never().is_some()
+}
 
 /// Response headers an upstream may send (as on the HTTP/1.1 path).
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -64,7 +93,7 @@ pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
         socket_digest: io.get_socket_digest(),
     });
     let info = Arc::new(ConnInfo::of(&io));
-    let mut conn = match handshake(io, None).await {
+    let mut conn = match handshake(io, Some(h2_options())).await {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "HTTP/2 handshake failed");
@@ -74,7 +103,13 @@ pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
     let mut shutdown = shutdown.clone();
     let mut closing = false;
     let mut rejected = 0usize;
+    let early_resets = Arc::new(AtomicUsize::new(0));
     loop {
+        if !closing && early_resets.load(Ordering::Relaxed) > MAX_EARLY_RESETS {
+            tracing::debug!(client = ?info.peer, "HTTP/2 connection closed: too many reset streams");
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            closing = true;
+        }
         let next = if closing {
             HttpSession::from_h2_conn(&mut conn, digest.clone()).await
         } else {
@@ -108,19 +143,34 @@ pub async fn serve(app: &Arc<EdgeApp>, io: Stream, shutdown: &ShutdownWatch) {
                 let app = app.clone();
                 let info = info.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move { stream(&app, session, &info, &shutdown).await });
+                let resets = early_resets.clone();
+                tokio::spawn(async move {
+                    if !stream(&app, session, &info, &shutdown).await {
+                        resets.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
             }
         }
     }
 }
 
-/// One stream: served here when it has no request body, else by Pingora's proxy.
-async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdown: &ShutdownWatch) {
-    if !s.is_body_empty() || s.req_header().method == Method::CONNECT {
+/// One stream: served here when it has no request body (and `server.fast_path` is on), else
+/// by Pingora's proxy. `false`: the client reset it before it was answered (nothing went
+/// upstream after the reset was seen).
+async fn stream(
+    app: &Arc<EdgeApp>,
+    mut s: HttpSession,
+    info: &ConnInfo,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    if reset_by_client(&mut s) {
+        return false;
+    }
+    if !app.fast() || !s.is_body_empty() || s.req_header().method == Method::CONNECT {
         app.pingora()
             .process_new_http(ServerSession::new_http2(s), shutdown)
             .await;
-        return;
+        return true;
     }
     let front = app.front();
     let _in_flight = InFlight::enter();
@@ -151,6 +201,7 @@ async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdow
         error: "-",
     };
     let mut upstream = None;
+    let mut reset = false;
     let rid = &request_id;
     match answer {
         Answer::Page(p) => {
@@ -168,6 +219,12 @@ async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdow
             done.status = 307;
             let head = own_head(307, rid, |put| replay_headers(&value, cache_ttl, put));
             write_head(&mut s, head, true, &mut done);
+        }
+        Answer::Forward(_) if reset_by_client(&mut s) => {
+            // Reset while it was routed: nothing goes upstream (rapid reset).
+            done.outcome = "error";
+            done.error = "ConnectionClosed";
+            reset = true;
         }
         Answer::Forward(plan) => {
             done.outcome = "forward";
@@ -197,6 +254,7 @@ async fn stream(app: &Arc<EdgeApp>, mut s: HttpSession, info: &ConnInfo, shutdow
         client,
         error: done.error,
     });
+    !reset
 }
 
 /// How a stream went.
@@ -261,7 +319,8 @@ async fn page(
     }
 }
 
-/// The HTTP/1.1 request head sent upstream for an HTTP/2 request (see the module docs).
+/// The HTTP/1.1 request head sent upstream for an HTTP/2 request: the fields the policy keeps
+/// ([`rewrite::keep`]), the Cookie fields joined (RFC 9113 §8.2.3), the router's fields.
 fn upstream_head(
     front: &Front,
     req: &PingoraRequest<'_>,
@@ -276,29 +335,17 @@ fn upstream_head(
     let path = plan.rewritten.as_deref().unwrap_or(req.path_and_query());
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let host = req.host().ok().flatten();
+    let fields = front.router_fields(req, client, rid.as_bytes());
+    fields.write_host(&mut |name, value| put_header(&mut out, name, value));
     for (name, value) in r.headers.iter() {
-        let n = name.as_str();
-        if hop_by_hop(n)
-            || *name == http::header::HOST
-            || *name == http::header::COOKIE
-            || *name == X_REQUEST_ID
-            || n == "x-forwarded-host"
-            || n == "x-forwarded-for"
-            || n == "x-forwarded-proto"
-            || (n.starts_with("fly-") && STRIPPED_REQUEST_HEADERS.contains(name))
-        {
-            continue;
+        if *name != http::header::COOKIE && rewrite::keep(name.as_str(), &[]) {
+            put_header(&mut out, name.as_str(), value.as_bytes());
         }
-        put_header(&mut out, n, value.as_bytes());
-    }
-    if let Some(host) = host {
-        put_header(&mut out, "host", host.as_bytes());
     }
     if let Some(cookie) = cookie_field(&r.headers) {
         put_header(&mut out, "cookie", &cookie);
     }
-    forwarded_headers(&mut out, front, req, host, client, rid.as_bytes());
+    end_upstream_head(&mut out, &fields);
     out
 }
 

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod bound;
+pub mod conn;
 pub mod decide;
 pub mod fly;
 pub mod front;

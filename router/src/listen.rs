@@ -32,7 +32,7 @@ use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::h1::EdgeApp;
+use crate::conn::EdgeApp;
 use crate::metrics::HandshakeResult;
 
 /// The kernel's accept queue (Pingora's value).

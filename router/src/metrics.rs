@@ -167,6 +167,9 @@ label_enum! {
         NotFound => "not_found",
         /// Missing or malformed Host.
         BadRequest => "bad_request",
+        /// A request head the router refuses itself (400/405/408/414/431: unreadable, a framing
+        /// or target nginx and HAProxy refuse too, too large, too slow).
+        Refused => "refused",
         /// SNI and Host disagree (421).
         Misdirected => "misdirected",
         /// The route store cannot answer (503).

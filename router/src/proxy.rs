@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
-    Notes, Page, Plan, PutHeader, RequestView, STRIPPED_REQUEST_HEADERS, X_REQUEST_ID,
+    redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, BadHost, Finished,
+    Front, Notes, Page, Plan, PutHeader, RequestView, X_REQUEST_ID,
 };
 use crate::metrics;
 use crate::pages;
@@ -212,18 +212,10 @@ fn request_host(req: &RequestHeader) -> std::result::Result<Option<&str>, ()> {
     }
 }
 
-/// [`request_host`] as a header value: the Host header's own value (shared, not copied), or the
-/// URI authority's.
-fn request_host_value(req: &RequestHeader) -> Option<HeaderValue> {
-    if let Some(a) = req.uri.authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
-    }
-    let mut hosts = req.headers.get_all(HOST).iter();
-    let first = hosts.next()?;
-    if hosts.next().is_some() || first.to_str().is_err() {
-        return None;
-    }
-    Some(first.clone())
+/// Whether the upstream request still carries an absolute-form target (the client sent one);
+/// the upstream gets origin form, with the authority as `Host`.
+fn plan_uri_is_absolute(upstream: &RequestHeader) -> bool {
+    upstream.uri.authority().is_some()
 }
 
 /// An address as a header value; IPv4 (the usual client) without the formatting machinery.
@@ -334,24 +326,29 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         }
-        if let Some(host) = request_host_value(session.req_header()) {
-            if upstream.headers.get(HOST).is_none() {
-                upstream.insert_header(HOST, host.clone())?;
-            }
-            upstream.insert_header("x-forwarded-host", host)?;
+        // The policy's field rules (`front::rewrite`), as on every engine: drop what it does
+        // not keep, then write the router's own fields.
+        let down = session.req_header();
+        if plan_uri_is_absolute(upstream) {
+            let path = down.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let uri = http::Uri::try_from(path)
+                .explain_err(ErrorType::InvalidHTTPHeader, |_| "request target")?;
+            upstream.set_uri(uri);
         }
-        if let Some(ip) = self.client_ip(session) {
-            let xff = self
-                .front
-                .forwarded_for(&view(session), ip)
-                .explain_err(ErrorType::InvalidHTTPHeader, |_| "x-forwarded-for")?;
-            upstream.insert_header("x-forwarded-for", xff)?;
+        let mut conn = rewrite::ConnectionTokens::default();
+        for v in down.headers.get_all(http::header::CONNECTION) {
+            // The HTTP/1 loop refused a malformed Connection header before Pingora read it.
+            let _ = conn.add(v.as_bytes());
         }
-        upstream.insert_header(
-            "x-forwarded-proto",
-            HeaderValue::from_static(self.front.client_scheme(&view(session))),
-        )?;
-        upstream.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        let dropped: Vec<HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|k| !rewrite::keep(k.as_str(), &conn.nominated))
+            .cloned()
+            .collect();
+        for name in &dropped {
+            upstream.remove_header(name);
+        }
         if session.is_http2() && upstream.headers.get_all(COOKIE).iter().nth(1).is_some() {
             if let Some(joined) = crate::front::cookie_field(&upstream.headers) {
                 let joined = HeaderValue::from_bytes(&joined)
@@ -359,17 +356,23 @@ impl ProxyHttp for EdgeProxy {
                 upstream.insert_header(COOKIE, joined)?;
             }
         }
-        // One pass over the names instead of six lookups, in the usual case of no `fly-` header.
-        if upstream
-            .headers
-            .keys()
-            .any(|k| k.as_str().starts_with("fly-"))
-        {
-            for h in &STRIPPED_REQUEST_HEADERS {
-                upstream.remove_header(h);
+        let client = self.client_ip(session);
+        let view = view(session);
+        let fields = self
+            .front
+            .router_fields(&view, client, ctx.request_id.as_bytes());
+        let mut result = Ok(());
+        fields.write_host(&mut |name, value| {
+            if result.is_ok() {
+                result = upstream.insert_header(name, value).map(|_| ());
             }
-        }
-        Ok(())
+        });
+        fields.write(&mut |name, value| {
+            if result.is_ok() {
+                result = upstream.append_header(name, value).map(|_| ());
+            }
+        });
+        result
     }
 
     async fn connected_to_upstream(
@@ -489,24 +492,18 @@ mod tests {
     }
 
     #[test]
-    fn host_value_is_the_single_host_or_the_authority() {
+    fn host_is_the_single_host_or_the_authority() {
         let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
-        assert_eq!(request_host_value(&req), None);
+        assert_eq!(request_host(&req), Ok(None));
         req.insert_header(HOST, "a.example.com").expect("a header");
-        assert_eq!(
-            request_host_value(&req),
-            Some(HeaderValue::from_static("a.example.com"))
-        );
+        assert_eq!(request_host(&req), Ok(Some("a.example.com")));
         req.append_header(HOST, "b.example.com").expect("a header");
-        assert_eq!(request_host_value(&req), None, "two Host headers");
+        assert_eq!(request_host(&req), Err(()), "two Host headers");
         let mut abs = RequestHeader::build("GET", b"/x", None).expect("a request");
         abs.set_uri(http::Uri::from_static("http://c.example.com:8080/x"));
         abs.insert_header(HOST, "ignored.example.com")
             .expect("a header");
         assert_eq!(request_host(&abs), Ok(Some("c.example.com:8080")));
-        assert_eq!(
-            request_host_value(&abs),
-            Some(HeaderValue::from_static("c.example.com:8080"))
-        );
+        assert!(plan_uri_is_absolute(&abs));
     }
 }

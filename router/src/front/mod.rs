@@ -21,6 +21,10 @@ use crate::host::{classify, normalize_host, HostMatch};
 use crate::metrics::{self, RequestMetrics};
 use crate::routes::{Lookup, RouteStore};
 
+pub mod rewrite;
+
+use rewrite::RouterFields;
+
 /// Everything the listeners share: configuration and the route store.
 pub struct Shared {
     pub config: Config,
@@ -37,17 +41,6 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
 pub const FLY_REPLAY_SRC: HeaderName = HeaderName::from_static("fly-replay-src");
 pub const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-failed");
-
-/// Headers a client must not be able to send to a workspace: Fly's replay and routing headers
-/// (the workspace trusts them as coming from Fly's edge).
-pub const STRIPPED_REQUEST_HEADERS: [HeaderName; 6] = [
-    FLY_REPLAY_SRC,
-    FLY_REPLAY_FAILED,
-    HeaderName::from_static("fly-force-region"),
-    HeaderName::from_static("fly-force-instance-id"),
-    HeaderName::from_static("fly-prefer-region"),
-    HeaderName::from_static("fly-prefer-instance-id"),
-];
 
 /// The Cookie fields of an HTTP/2 request as the single field HTTP/1.1 allows, joined with
 /// `; ` (RFC 9113 §8.2.3); `None` without cookies.
@@ -278,6 +271,27 @@ impl Front {
                 http::HeaderValue::try_from(format!("{prev}, {ip}"))
             }
             _ => Ok(crate::proxy::ip_header_value(ip)),
+        }
+    }
+
+    /// The fields the router writes at the end of a forwarded request head (see [`rewrite`]).
+    pub fn router_fields<'a>(
+        &self,
+        req: &'a impl RequestView,
+        client: Option<IpAddr>,
+        request_id: &'a [u8],
+    ) -> RouterFields<'a> {
+        RouterFields {
+            host: req.host().ok().flatten(),
+            forwarded_for: client.and_then(|ip| self.forwarded_for(req, ip).ok()),
+            proto: self.client_scheme(req),
+            request_id,
+            fly_client_ip: if self.behind_fly { client } else { None },
+            upgrade: if req.is_upgrade() {
+                req.header(&http::header::UPGRADE)
+            } else {
+                None
+            },
         }
     }
 
