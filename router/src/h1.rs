@@ -83,8 +83,9 @@ enum Next {
     KeepAlive,
     /// Served (or failed); close the connection.
     Close,
-    /// Not for the fast path: Pingora's engine serves this one request.
-    HandOver(ReqBody),
+    /// Not for the fast path: Pingora's engine serves this one request (with this head instead
+    /// of the client's, when set).
+    HandOver(ReqBody, Option<Vec<u8>>),
 }
 
 /// The connection facts every request needs, read once.
@@ -144,9 +145,9 @@ pub(crate) async fn serve(
                 Shutdown::shutdown(&mut *io).await;
                 return;
             }
-            Next::HandOver(body) => {
+            Next::HandOver(body, head) => {
                 let tunnel = body == ReqBody::Tunnel;
-                let one = OneRequest::new(io, &mut buf, consumed, body);
+                let one = OneRequest::new(io, &mut buf, consumed, body, head);
                 let mut session = ServerSession::new_http1(Box::new(one));
                 session.set_keepalive(if closing { None } else { Some(60) });
                 let Some(reused) = pingora.process_new_http(session, &shutdown).await else {
@@ -384,7 +385,9 @@ enum Verdict<'a> {
     /// Served by the fast path.
     Fast(H1Request<'a>),
     /// Served by Pingora's engine.
-    HandOver(ReqBody),
+    /// Served by Pingora's engine; with a head to give it instead of the client's (an
+    /// absolute-form target rewritten to origin form, its authority as `Host`).
+    HandOver(ReqBody, Option<Vec<u8>>),
     Refuse(Refusal),
 }
 
@@ -520,7 +523,10 @@ fn parse<'a>(
                 };
                 (Verdict::Fast(req), len)
             } else {
-                (Verdict::HandOver(f.body), len)
+                match origin_form(method, target, version, headers) {
+                    Ok(head) => (Verdict::HandOver(f.body, head), len),
+                    Err(r) => (Verdict::Refuse(r), len),
+                }
             }
         }
     }
@@ -546,8 +552,57 @@ fn many_headers(buf: &[u8]) -> (Verdict<'static>, usize) {
     };
     match judge(method, target, version, req.headers) {
         Err(r) => (Verdict::Refuse(r), len),
-        Ok(f) => (Verdict::HandOver(f.body), len),
+        Ok(f) => match origin_form(method, target, version, req.headers) {
+            Ok(head) => (Verdict::HandOver(f.body, head), len),
+            Err(r) => (Verdict::Refuse(r), len),
+        },
     }
+}
+
+/// Whether `target` is in absolute form (`http://host/path`, RFC 9112 §3.2.2).
+fn absolute_form(target: &str) -> bool {
+    let t = target.as_bytes();
+    (t.len() > 7 && t[..7].eq_ignore_ascii_case(b"http://"))
+        || (t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
+}
+
+/// For an absolute-form target: the head in origin form, the target's authority as the only
+/// `Host` (RFC 9112 §3.2.2: the authority wins over a Host field). `None` for other forms.
+fn origin_form(
+    method: &str,
+    target: &str,
+    version: u8,
+    headers: &[httparse::Header<'_>],
+) -> Result<Option<Vec<u8>>, Refusal> {
+    if !absolute_form(target) {
+        return Ok(None);
+    }
+    let rest = target.split_once("://").map_or("", |(_, r)| r);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(refuse(400, "The request target's authority is malformed."));
+    }
+    let mut out = Vec::with_capacity(target.len() + 256);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    if !path.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(if version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    put_header(&mut out, "Host", authority.as_bytes());
+    for h in headers {
+        if !h.name.eq_ignore_ascii_case("host") {
+            put_header(&mut out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(out))
 }
 
 /// The request line and fields, judged: the target's bytes and form (RFC 9112 §3.2), then the
@@ -568,9 +623,7 @@ fn judge<'a>(
         return Err(refuse(405, "This router does not tunnel CONNECT requests."));
     }
     let origin = target.starts_with('/');
-    let absolute = target.len() > 8
-        && (target.as_bytes()[..7].eq_ignore_ascii_case(b"http://")
-            || target.as_bytes()[..8].eq_ignore_ascii_case(b"https://"));
+    let absolute = absolute_form(target);
     let asterisk = target == "*" && method == "OPTIONS";
     if !(origin || absolute || asterisk) {
         return Err(refuse(400, "The request target's form is not allowed."));
@@ -598,7 +651,7 @@ async fn request(
     };
     let req = match verdict {
         Verdict::Fast(req) => req,
-        Verdict::HandOver(body) => return (Next::HandOver(body), len),
+        Verdict::HandOver(body, head) => return (Next::HandOver(body, head), len),
         Verdict::Refuse(r) => {
             refused(front, io, info, r).await;
             return (Next::Close, len);
@@ -825,7 +878,8 @@ thread_local! {
     static POOL: RefCell<VecDeque<Pooled>> = const { RefCell::new(VecDeque::new()) };
 }
 
-/// An idle connection to `addr`, the most recently used first; expired ones are dropped.
+/// An idle connection to `addr`, the most recently used first; expired ones are dropped, and so
+/// is one the upstream wrote to or closed while it sat idle ([`quiet`]).
 fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -836,9 +890,23 @@ fn checkout(addr: SocketAddr, max_idle: Duration) -> Option<TcpStream> {
         {
             pool.pop_front();
         }
-        let i = pool.iter().rposition(|c| c.addr == addr)?;
-        pool.remove(i).map(|c| c.stream)
+        loop {
+            let i = pool.iter().rposition(|c| c.addr == addr)?;
+            let c = pool.remove(i)?;
+            if quiet(&c.stream) {
+                return Some(c.stream);
+            }
+        }
     })
+}
+
+/// Whether an idle upstream connection is still at a message boundary: nothing to read and not
+/// closed. Bytes sent after a complete response (a late body, a second response) would be read
+/// as the next request's response — another client's — so such a connection is never reused
+/// (as Pingora's pool, nginx and HAProxy do).
+fn quiet(stream: &TcpStream) -> bool {
+    let mut one = [0u8; 1];
+    matches!(stream.try_read(&mut one), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 pub(crate) fn checkin(addr: SocketAddr, stream: TcpStream, capacity: usize) {
@@ -1593,7 +1661,13 @@ enum Rest {
 impl OneRequest {
     /// The request whose head is the first `head` bytes of `buf` with body `body`; `buf` keeps
     /// whatever follows that request.
-    fn new(io: Stream, buf: &mut BytesMut, head: usize, body: ReqBody) -> OneRequest {
+    fn new(
+        io: Stream,
+        buf: &mut BytesMut,
+        head: usize,
+        body: ReqBody,
+        new_head: Option<Vec<u8>>,
+    ) -> OneRequest {
         let after_head = &buf[head..];
         let (taken, rest) = match body {
             ReqBody::Length(n) => {
@@ -1617,7 +1691,12 @@ impl OneRequest {
             }
             ReqBody::Tunnel => (after_head.len(), Rest::All),
         };
-        let prefix = buf.split_to(head + taken);
+        let mut prefix = buf.split_to(head + taken);
+        if let Some(new_head) = new_head {
+            let body = prefix.split_off(head);
+            prefix = BytesMut::from(&new_head[..]);
+            prefix.unsplit(body);
+        }
         OneRequest {
             prefix,
             io,
@@ -1826,7 +1905,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse(raw, &mut headers, true).0 {
             Verdict::Fast(r) => Ok(Some((r.conn.close, r.host.map(|h| h.map(String::from))))),
-            Verdict::HandOver(_) => Ok(None),
+            Verdict::HandOver(..) => Ok(None),
             Verdict::Refuse(r) => Err(r.status),
         }
     }

@@ -231,6 +231,8 @@ pub struct Reply {
     pub pieces: Vec<Vec<u8>>,
     /// Close the connection after writing (whatever the reply said about keep-alive).
     pub close: bool,
+    /// The pause between two pieces (5 ms unless set).
+    pub pause: Duration,
 }
 
 impl Reply {
@@ -239,6 +241,7 @@ impl Reply {
         Reply {
             pieces: vec![b.as_ref().to_vec()],
             close: false,
+            pause: Duration::from_millis(5),
         }
     }
 
@@ -251,7 +254,14 @@ impl Reply {
         Reply {
             pieces: pieces.into_iter().map(|p| p.as_ref().to_vec()).collect(),
             close: false,
+            pause: Duration::from_millis(5),
         }
+    }
+
+    /// Pieces `pause` apart (e.g. bytes an upstream sends well after a complete response).
+    pub fn with_pause(mut self, pause: Duration) -> Reply {
+        self.pause = pause;
+        self
     }
 
     /// Close the connection after this reply.
@@ -406,8 +416,9 @@ async fn serve_raw(mut stream: TcpStream, conn: usize, state: Arc<RawState>, scr
                 return;
             }
             if i + 1 < count {
-                // Not a readiness wait: only so the pieces leave as separate segments.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // Not a readiness wait: so the pieces leave as separate segments, or (a longer
+                // pause) arrive after the router finished with the response.
+                tokio::time::sleep(reply.pause).await;
             }
         }
         if reply.close {

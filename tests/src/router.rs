@@ -121,6 +121,10 @@ pub struct EdgeConfig {
     pub log_level: String,
     /// `server.fast_path`; `None` leaves the router's default.
     pub fast_path: Option<bool>,
+    /// `server.header_timeout`; `None` leaves the router's default.
+    pub header_timeout: Option<String>,
+    /// `listeners.http.behind_fly`.
+    pub behind_fly: bool,
 }
 
 impl Default for EdgeConfig {
@@ -151,6 +155,8 @@ impl EdgeConfig {
             paths: Vec::new(),
             log_level: "info".to_owned(),
             fast_path: None,
+            header_timeout: None,
+            behind_fly: false,
         }
     }
 
@@ -208,6 +214,18 @@ impl EdgeConfig {
         self
     }
 
+    /// The http listener sits behind Fly's http handler (`behind_fly = true`).
+    pub fn behind_fly(mut self) -> Self {
+        self.behind_fly = true;
+        self
+    }
+
+    /// Sets `server.header_timeout`.
+    pub fn header_timeout(mut self, d: &str) -> Self {
+        self.header_timeout = Some(d.to_owned());
+        self
+    }
+
     /// Sets `server.fast_path`.
     pub fn fast_path(mut self, on: bool) -> Self {
         self.fast_path = Some(on);
@@ -259,6 +277,10 @@ impl EdgeConfig {
             // Still inside the [server] table written above.
             let _ = writeln!(t, "fast_path = {on}\n");
         }
+        if let Some(d) = &self.header_timeout {
+            // Still inside the [server] table.
+            let _ = writeln!(t, "header_timeout = {}\n", toml_str(d));
+        }
         if let Some(port) = self.https {
             let _ = writeln!(
                 t,
@@ -268,7 +290,8 @@ impl EdgeConfig {
         if let Some(port) = self.http {
             let _ = writeln!(
                 t,
-                "[listeners.http]\naddress = \"127.0.0.1:{port}\"\ndispatch = \"forward\"\n"
+                "[listeners.http]\naddress = \"127.0.0.1:{port}\"\ndispatch = \"forward\"\nbehind_fly = {}\n",
+                self.behind_fly
             );
         }
         if let Some(r) = self.redirect {

@@ -1,0 +1,324 @@
+//! The one request policy (docs/http.md), asserted on both engines — `server.fast_path = true`
+//! (the router's own HTTP/1.1 and HTTP/2 code) and `false` (Pingora's proxy) — and over
+//! HTTP/1.1 and HTTP/2 where the rule concerns both. Each test here failed before the policy
+//! was one: the hostile-input findings of the issue "One request policy for every HTTP engine".
+
+use std::time::Duration;
+
+use hubify_edge_tests::client::{H2Conn, Req};
+use hubify_edge_tests::raw::{End, Head, RawConn, RawStack, RawUpstream, Reply};
+use hubify_edge_tests::{host, EdgeConfig};
+
+const ALICE: &str = "alice.hubify.test";
+const ENGINES: [bool; 2] = [true, false];
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn stack(fast: bool, up: RawUpstream) -> RawStack {
+    RawStack::start_with(up, |c: EdgeConfig| c.fast_path(fast)).await
+}
+
+async fn stack_with(
+    fast: bool,
+    up: RawUpstream,
+    adjust: impl FnOnce(EdgeConfig) -> EdgeConfig,
+) -> RawStack {
+    RawStack::start_with(up, |c: EdgeConfig| adjust(c.fast_path(fast))).await
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {ALICE}\r\n\r\n")
+}
+
+/// An upstream that echoes the target; its first reply is followed, `late` after, by a second
+/// unsolicited response on the same connection.
+async fn late_bytes_upstream(late: &'static [u8]) -> RawUpstream {
+    RawUpstream::start(move |i, seen| {
+        let body = seen.target();
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if i == 0 {
+            Reply::pieces([ok.as_bytes(), late]).with_pause(Duration::from_millis(150))
+        } else {
+            Reply::ok(body.as_bytes())
+        }
+    })
+    .await
+}
+
+const INJECTED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nINJECTED\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_a_response_never_reach_another_request_http1() {
+    for fast in ENGINES {
+        let s = stack(fast, late_bytes_upstream(INJECTED).await).await;
+        let mut first = RawConn::plain(s.cfg.http_port()).await;
+        let r = first.roundtrip(get("/x")).await;
+        assert_eq!(r.text(), "/x", "fast={fast}");
+        // The late response arrives while the upstream connection sits in the pool.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for i in 0..3 {
+            let mut other = RawConn::plain(s.cfg.http_port()).await;
+            let path = format!("/next/{i}");
+            let r = other.roundtrip(get(&path)).await;
+            assert_eq!(r.text(), path, "fast={fast}: {}", r.summary());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_a_head_response_never_reach_another_request_http2() {
+    for fast in ENGINES {
+        // A HEAD answered with a body: the body bytes are not part of the response.
+        let up = RawUpstream::start(|_, seen| {
+            let body = seen.target();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            if seen.request_line().starts_with("HEAD") {
+                Reply::pieces([head.as_bytes(), INJECTED]).with_pause(Duration::from_millis(150))
+            } else {
+                Reply::bytes(format!("{head}{body}"))
+            }
+        })
+        .await;
+        let s = stack(fast, up).await;
+        let h2 = H2Conn::open(s.cfg.https_port(), ALICE)
+            .await
+            .expect("h2 connection");
+        let head = Req::get(ALICE, "/head").method(http::Method::HEAD);
+        let r = h2.request(&head).await.expect("HEAD answered");
+        assert_eq!(r.status, 200, "fast={fast}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for i in 0..3 {
+            let path = format!("/after/{i}");
+            let r = h2.request(&Req::get(ALICE, &path)).await.expect("answered");
+            assert_eq!(r.text(), path, "fast={fast}: {}", r.summary());
+        }
+    }
+}
+
+/// Header names a client sends that a workspace must never see (docs/http.md).
+const FORGED: &[(&str, &str)] = &[
+    ("Fly-Client-IP", "6.6.6.6"),
+    ("Fly-Force-Instance", "x"),
+    ("Fly-Force-Instance-Id", "x"),
+    ("Fly-Region", "evil"),
+    ("Fly_Replay_Src", "instance=evil"),
+    ("X_Forwarded_For", "6.6.6.6"),
+    ("Proxy-Authorization", "Basic c2VjcmV0"),
+    ("X-Secret", "nominated"),
+];
+
+fn assert_clean(head: &str, what: &str) {
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, _)) = line.split_once(':') else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        assert!(!lower.contains('_'), "{what}: forwarded {line:?}\n{head}");
+        assert!(
+            !lower.starts_with("fly-"),
+            "{what}: forwarded {line:?}\n{head}"
+        );
+        assert!(
+            lower != "proxy-authorization" && lower != "x-secret" && lower != "http2-settings",
+            "{what}: forwarded {line:?}\n{head}"
+        );
+    }
+    assert!(!head.contains("6.6.6.6"), "{what}: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_hop_by_hop_fields_never_reach_the_workspace() {
+    for fast in ENGINES {
+        let s = stack(fast, RawUpstream::always(Reply::ok(b"ok")).await).await;
+        // HTTP/1.1, with the nominated field and HTTP2-Settings.
+        let mut h1 = String::from("GET /forged HTTP/1.1\r\nHost: alice.hubify.test\r\n");
+        h1.push_str("Connection: keep-alive, X-Secret\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n");
+        for (n, v) in FORGED {
+            h1.push_str(&format!("{n}: {v}\r\n"));
+        }
+        h1.push_str("X-Kept: yes\r\n\r\n");
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let r = conn.roundtrip(&h1).await;
+        assert_eq!(r.status, 200, "fast={fast}: {}", r.summary());
+        let seen = s.up.seen().pop().expect("forwarded");
+        assert_clean(&seen.head_text(), &format!("h1 fast={fast}"));
+        assert_eq!(seen.header("x-kept").as_deref(), Some("yes"));
+        assert_eq!(seen.header("host").as_deref(), Some(ALICE));
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+
+        // HTTP/2 (no Connection-specific fields exist there).
+        let h2 = H2Conn::open(s.cfg.https_port(), ALICE)
+            .await
+            .expect("h2 connection");
+        let mut req = Req::get(ALICE, "/forged2").header("x-kept", "yes");
+        for (n, v) in FORGED {
+            if *n != "X-Secret" {
+                req = req.header(&n.to_ascii_lowercase(), v);
+            }
+        }
+        let r = h2.request(&req).await.expect("answered");
+        assert_eq!(r.status, 200, "fast={fast}");
+        let seen = s.up.seen().pop().expect("forwarded");
+        assert_clean(&seen.head_text(), &format!("h2 fast={fast}"));
+        assert_eq!(seen.header("x-kept").as_deref(), Some("yes"));
+        assert_eq!(seen.header("host").as_deref(), Some(ALICE));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_fly_the_router_writes_fly_client_ip_itself() {
+    for fast in ENGINES {
+        let up = RawUpstream::always(Reply::ok(b"ok")).await;
+        let s = stack_with(fast, up, |c| c.behind_fly()).await;
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let r = conn
+            .roundtrip(format!(
+                "GET / HTTP/1.1\r\nHost: {ALICE}\r\nFly-Client-IP: 203.0.113.9\r\nFly-Force-Instance-Id: x\r\nFly-Client-IP: 6.6.6.6\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(r.status, 200, "fast={fast}: {}", r.summary());
+        let seen = s.up.seen().pop().expect("forwarded");
+        assert_eq!(
+            seen.header_all("fly-client-ip"),
+            ["203.0.113.9"],
+            "fast={fast}: {}",
+            seen.head_text()
+        );
+        assert_eq!(seen.header("fly-force-instance-id"), None);
+        assert_eq!(
+            seen.header("x-forwarded-for").as_deref(),
+            Some("203.0.113.9")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_heads_get_the_routers_page_on_both_engines() {
+    for fast in ENGINES {
+        let s = stack(fast, RawUpstream::always(Reply::ok(b"upstream")).await).await;
+        for (raw, status) in [
+            ("GARBAGE\r\n\r\n".to_string(), 400),
+            (format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nConnection: Host\r\n\r\n"), 400),
+            (format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nConnection: close, \"x\"\r\n\r\n"), 400),
+            (format!("GET /a b HTTP/1.1\r\nHost: {ALICE}\r\n\r\n"), 400),
+            (format!("GET x HTTP/1.1\r\nHost: {ALICE}\r\n\r\n"), 400),
+            (format!("GET {ALICE}:80 HTTP/1.1\r\nHost: {ALICE}\r\n\r\n"), 400),
+            (format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n"), 400),
+            (format!("POST / HTTP/1.1\r\nHost: {ALICE}\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"), 400),
+            (format!("CONNECT {ALICE}:443 HTTP/1.1\r\nHost: {ALICE}\r\n\r\n"), 405),
+            (format!("GET /{} HTTP/1.1\r\nHost: {ALICE}\r\n\r\n", "a".repeat(9000)), 414),
+            (format!("GET / HTTP/1.1\r\nHost: {ALICE}\r\nX-Big: {}\r\n\r\n", "b".repeat(64 * 1024)), 431),
+        ] {
+            let before = s.up.seen().len();
+            let mut conn = RawConn::plain(s.cfg.http_port()).await;
+            let _ = conn.try_send(raw.as_bytes()).await;
+            let r = conn.read(false).await;
+            let what = format!("fast={fast} {:?}", &raw[..raw.len().min(60)]);
+            assert_eq!(r.status, status, "{what}: {}", r.summary());
+            assert!(r.header("x-request-id").is_some(), "{what}: {}", r.summary());
+            assert_eq!(r.header("server"), None, "{what}: {}", r.summary());
+            assert!(r.text().contains(&status.to_string()), "{what}: not the router's page");
+            assert!(
+                matches!(conn.end(BOUND).await, End::Eof | End::Error(_)),
+                "{what}: not closed"
+            );
+            assert_eq!(s.up.seen().len(), before, "{what}: reached the upstream");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_routes_by_its_authority() {
+    for fast in ENGINES {
+        let s = stack(fast, RawUpstream::always(Reply::ok(b"ok")).await).await;
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let r = conn
+            .roundtrip(format!(
+                "GET http://{ALICE}/abs?q=1 HTTP/1.1\r\nHost: {}\r\n\r\n",
+                host("bob")
+            ))
+            .await;
+        assert_eq!(r.status, 200, "fast={fast}: {}", r.summary());
+        let seen = s.up.seen().pop().expect("forwarded");
+        assert_eq!(seen.request_line(), "GET /abs?q=1 HTTP/1.1", "fast={fast}");
+        assert_eq!(
+            seen.header_all("host"),
+            [ALICE],
+            "fast={fast}: {}",
+            seen.head_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_head_gets_408_on_both_engines() {
+    for fast in ENGINES {
+        let up = RawUpstream::always(Reply::ok(b"ok")).await;
+        let s = stack_with(fast, up, |c| c.header_timeout("1s")).await;
+        // A small head trickled, and one over 16 KiB (which the fast path does not serve).
+        let small = get("/slow").into_bytes();
+        let large = format!(
+            "GET /slow HTTP/1.1\r\nHost: {ALICE}\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(20 * 1024)
+        )
+        .into_bytes();
+        for head in [small, large] {
+            let mut conn = RawConn::plain(s.cfg.http_port()).await;
+            // All but the last 10 bytes now, then one byte every 300 ms for 1.5 s: past the
+            // 1 s header timeout, never the whole head.
+            let (now, rest) = head.split_at(head.len() - 10);
+            conn.send(now).await;
+            for b in &rest[..5] {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = conn.try_send([*b]).await;
+            }
+            let r = conn.read(false).await;
+            assert_eq!(r.status, 408, "fast={fast}: {}", r.summary());
+            assert!(r.header("x-request-id").is_some(), "fast={fast}");
+            assert!(matches!(conn.end(BOUND).await, End::Eof | End::Error(_)));
+        }
+        assert!(
+            s.up.seen().is_empty(),
+            "fast={fast}: a slow head reached the upstream"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_both_engines() {
+    for fast in ENGINES {
+        let up = RawUpstream::start(|_, seen| {
+            let mut body = seen.target().into_bytes();
+            body.extend_from_slice(&seen.body);
+            Reply::ok(&body)
+        })
+        .await;
+        let s = stack(fast, up).await;
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let mut all = String::new();
+        for i in 0..10 {
+            all.push_str(&get(&format!("/p/{i}")));
+        }
+        conn.send(all).await;
+        for i in 0..10 {
+            let r = conn.read(false).await;
+            assert_eq!(r.text(), format!("/p/{i}"), "fast={fast}");
+        }
+        // Across a request the fast path hands over (a body).
+        conn.send(format!(
+            "{}POST /p/post HTTP/1.1\r\nHost: {ALICE}\r\nContent-Length: 4\r\n\r\nBODY{}",
+            get("/p/a"),
+            get("/p/b")
+        ))
+        .await;
+        for want in ["/p/a", "/p/postBODY", "/p/b"] {
+            let r = conn.read(false).await;
+            assert_eq!(r.text(), want, "fast={fast}");
+        }
+        // Still usable.
+        let r = conn.roundtrip(get("/p/last")).await;
+        assert_eq!(r.text(), "/p/last", "fast={fast}");
+    }
+}
