@@ -292,6 +292,16 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// What Pingora's own error lines say about a request: its id and workspace, never the
+    /// path, the Host or a header (the access log's rule, docs/http.md).
+    fn request_summary(&self, _session: &Session, ctx: &Ctx) -> String {
+        format!(
+            "request_id={} label={}",
+            request_id::as_str(&ctx.request_id),
+            ctx.notes.label.as_deref().unwrap_or("-")
+        )
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.peer_at = Some(Instant::now());
         let Some(plan) = &ctx.plan else {

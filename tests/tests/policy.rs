@@ -322,3 +322,50 @@ async fn pipelined_requests_are_answered_in_order_on_both_engines() {
         assert_eq!(r.text(), "/p/last", "fast={fast}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_path_a_host_or_a_cookie() {
+    use hubify_edge_tests::{free_port, PathRule, Router};
+    for fast in ENGINES {
+        // Nothing listens on the upstream port: every engine fails and logs the failure.
+        let cfg = EdgeConfig::new()
+            .path(PathRule::new("/", free_port()))
+            .fast_path(fast);
+        let router = Router::start(&cfg).await;
+        for (path, body) in [("/secret-path-a", ""), ("/secret-path-b", "body")] {
+            let mut conn = RawConn::plain(cfg.http_port()).await;
+            let r = conn
+                .roundtrip(format!(
+                    "POST {path}?q=secret-query HTTP/1.1\r\nHost: {ALICE}\r\nCookie: s=secret-cookie\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+                .await;
+            assert_eq!(r.status, 502, "fast={fast}: {}", r.summary());
+        }
+        let mut conn = RawConn::plain(cfg.http_port()).await;
+        let r = conn
+            .roundtrip("GET /secret-path-c HTTP/1.1\r\nHost: secret-host.example\r\n\r\n")
+            .await;
+        assert_eq!(r.status, 404, "fast={fast}");
+        // The access lines are there (the test would pass on an empty log otherwise).
+        router
+            .wait_for_log("status=404", Duration::from_secs(5))
+            .await;
+        let logs = router.logs();
+        assert!(
+            logs.contains("status=502"),
+            "fast={fast}: no access line:\n{logs}"
+        );
+        for secret in [
+            "secret-path",
+            "secret-query",
+            "secret-cookie",
+            "secret-host",
+        ] {
+            assert!(
+                !logs.contains(secret),
+                "fast={fast}: {secret} logged:\n{logs}"
+            );
+        }
+    }
+}
