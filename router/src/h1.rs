@@ -863,6 +863,76 @@ async fn small(
     send(io, &out, done).await;
 }
 
+/// The head policy's verdict on a request head, as plain data: what the fuzz targets and the
+/// unit tests check the parser and policy through (no socket, no configuration).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadVerdict {
+    /// The fast path serves it: the head's length and the client fields that go upstream.
+    Fast {
+        len: usize,
+        forwarded: Vec<(String, Vec<u8>)>,
+    },
+    /// Pingora's engine serves it: the head's length, and the head it is given instead of the
+    /// client's (absolute form made origin form).
+    HandOver { len: usize, head: Option<Vec<u8>> },
+    /// The router's own page with this status.
+    Refused(u16),
+}
+
+/// Judges the request head at the start of `buf` (complete, or over the head limit) as the
+/// HTTP/1 loop does; `fast`: `server.fast_path`.
+pub fn judge_head(buf: &[u8], fast: bool) -> HeadVerdict {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match parse(buf, &mut headers, fast) {
+        (Verdict::Fast(req), len) => HeadVerdict::Fast {
+            len,
+            forwarded: req
+                .headers
+                .iter()
+                .filter(|h| rewrite::keep(h.name, &req.conn.nominated))
+                .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                .collect(),
+        },
+        (Verdict::HandOver(_, head), len) => HeadVerdict::HandOver { len, head },
+        (Verdict::Refuse(r), _) => HeadVerdict::Refused(r.status),
+    }
+}
+
+/// Whether `buf` holds a complete request head (the HTTP/1 loop's test before judging).
+pub fn head_is_complete(buf: &[u8]) -> bool {
+    head_complete(buf)
+}
+
+/// An upstream response head at the start of `buf`, as the router reads it: `Ok(None)` when
+/// incomplete, else its status, body framing, reusability and length.
+pub fn judge_response(
+    buf: &[u8],
+    head_only: bool,
+) -> Result<Option<(u16, Framing, bool, usize)>, UpstreamErrorKind> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    match parse_response(buf, &mut headers, head_only) {
+        Ok(Some(p)) => Ok(Some((p.status, p.framing, p.reusable, p.len))),
+        Ok(None) => Ok(None),
+        Err(f) => Err(f.kind),
+    }
+}
+
+/// Where a chunked body fed in `pieces` ends (`Ok(Some(n))`: after `n` bytes in all), as the
+/// router's decoder finds it, with the decoded body; `Err` for a malformed one.
+pub fn chunked_end(pieces: &[&[u8]]) -> Result<(Option<usize>, Vec<u8>), ()> {
+    let mut scan = Chunked::default();
+    let mut at = 0;
+    let mut body = Vec::new();
+    for p in pieces {
+        match scan.decode(p, |r| body.extend_from_slice(&p[r])) {
+            Ok(Some(n)) => return Ok((Some(at + n), body)),
+            Ok(None) => at += p.len(),
+            Err(BadChunk) => return Err(()),
+        }
+    }
+    Ok((None, body))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forwarding.
 
@@ -996,7 +1066,7 @@ pub(crate) fn end_upstream_head(out: &mut Vec<u8>, fields: &rewrite::RouterField
 
 /// How the body of a response is delimited.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body (HEAD, 204, 304).
     Empty,
     Length(u64),

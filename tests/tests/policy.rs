@@ -369,3 +369,66 @@ async fn no_log_line_carries_a_path_a_host_or_a_cookie() {
         }
     }
 }
+
+/// An HTTP/2 frame: 9-byte header and payload (RFC 9113 §4.1).
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A pair of frames of the rapid-reset attack (CVE-2023-44487), written by hand (a client
+/// library would not send a stream it resets at once): HEADERS(END_STREAM) for `GET /` on
+/// stream `2i+1`, then RST_STREAM(CANCEL).
+fn rapid_reset_pair(i: u32) -> Vec<u8> {
+    // HPACK: :method GET, :scheme https, :path / (static table), :authority literal.
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, ALICE.len() as u8];
+    block.extend_from_slice(ALICE.as_bytes());
+    let id = 2 * i + 1;
+    let mut out = frame(0x1, 0x5, id, &block);
+    out.extend(frame(0x3, 0, id, &8u32.to_be_bytes()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_streams_do_not_reach_the_upstream() {
+    use hubify_edge_tests::client::{tls_connect, Trust, ALPN_H2};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for fast in ENGINES {
+        let s = stack(fast, RawUpstream::always(Reply::ok(b"ok")).await).await;
+        let mut tls = tls_connect(s.cfg.https_port(), ALICE, ALPN_H2, &Trust::any())
+            .await
+            .expect("TLS");
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend(frame(0x4, 0, 0, &[]));
+        let _ = tls.write_all(&preface).await;
+        // One pair per write, a moment apart: each stream is accepted before its reset is read.
+        for i in 0..177 {
+            if tls.write_all(&rapid_reset_pair(i)).await.is_err() || tls.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Read the server's frames until it closes: a GOAWAY must come.
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(BOUND, tls.read_to_end(&mut got)).await;
+        let mut goaway = false;
+        let mut at = 0;
+        while at + 9 <= got.len() {
+            let len = (usize::from(got[at]) << 16)
+                | (usize::from(got[at + 1]) << 8)
+                | usize::from(got[at + 2]);
+            goaway |= got[at + 3] == 0x7;
+            at += 9 + len;
+        }
+        assert!(goaway, "fast={fast}: no GOAWAY after 177 rapid resets");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reached = s.up.seen().len();
+        assert!(
+            reached <= 10,
+            "fast={fast}: {reached} of 177 reset streams reached the upstream"
+        );
+    }
+}
