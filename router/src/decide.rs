@@ -148,11 +148,12 @@ impl Refusal {
     }
 
     /// A short metrics/log label.
-    pub fn outcome(self) -> &'static str {
+    pub fn outcome(self) -> crate::metrics::Outcome {
+        use crate::metrics::Outcome;
         match self {
-            Refusal::BodyTooLarge | Refusal::BodyLengthUnknown => "too_large",
-            Refusal::Loop => "loop",
-            Refusal::NoMachine => "bad_route",
+            Refusal::BodyTooLarge | Refusal::BodyLengthUnknown => Outcome::TooLarge,
+            Refusal::Loop => Outcome::Loop,
+            Refusal::NoMachine => Outcome::BadRoute,
         }
     }
 

@@ -61,39 +61,39 @@ pub enum FlyError {
 
 impl FlyError {
     /// The status, page text, outcome label and whether a `Retry-After` goes with it.
-    pub fn answer(&self) -> (u16, &'static str, &'static str, bool) {
+    pub fn answer(&self) -> (u16, &'static str, crate::metrics::Outcome, bool) {
         match self {
             FlyError::Dns(_) => (
                 503,
                 "The private network's DNS did not answer; try again in a few seconds.",
-                "dns_error",
+                crate::metrics::Outcome::DnsError,
                 true,
             ),
             FlyError::Starting => (
                 503,
                 "The workspace is starting. This page will work again in a few seconds.",
-                "starting",
+                crate::metrics::Outcome::Starting,
                 true,
             ),
             FlyError::ApiUnauthorized(_) => (
                 502,
                 "The router is not allowed to start this workspace (its Fly API token was \
                  refused).",
-                "wake_unauthorized",
+                crate::metrics::Outcome::WakeUnauthorized,
                 false,
             ),
             FlyError::MachineNotFound => (
                 502,
                 "The workspace machine was not found: its route points at a machine that does \
                  not exist.",
-                "machine_not_found",
+                crate::metrics::Outcome::MachineNotFound,
                 false,
             ),
             FlyError::Api(_) => (
                 503,
                 "The workspace is stopped and could not be started right now (Fly's Machines \
                  API failed); try again shortly.",
-                "wake_failed",
+                crate::metrics::Outcome::WakeFailed,
                 true,
             ),
         }

@@ -46,7 +46,7 @@ use crate::front::{
     redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
     Notes, Page, Plan, PutHeader, RequestView,
 };
-use crate::metrics::{self, UpstreamErrorKind};
+use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
 use crate::proxy::EdgeProxy;
 use crate::request_id;
@@ -668,7 +668,7 @@ async fn request(
     let client = front.client_ip(&req, info.peer);
     let head_only = req.method == "HEAD";
     let mut done = Done {
-        outcome: "error",
+        outcome: Outcome::Error,
         status: 0,
         bytes_sent: 0,
         close,
@@ -678,25 +678,26 @@ async fn request(
     match answer {
         Answer::Page(p) => {
             done.outcome = p.outcome;
+            done.close |= p.closes_connection();
             let json = pages::prefers_json(req.header(&http::header::ACCEPT));
             page(io, &mut done, &p, rid, json, head_only).await;
         }
         Answer::Redirect(location) => {
-            done.outcome = "redirect";
+            done.outcome = Outcome::Redirect;
             small(io, &mut done, 308, rid, |put| {
                 redirect_headers(&location, put)
             })
             .await;
         }
         Answer::Replay { value, cache_ttl } => {
-            done.outcome = "replay";
+            done.outcome = Outcome::Replay;
             small(io, &mut done, 307, rid, |put| {
                 replay_headers(&value, cache_ttl, put)
             })
             .await;
         }
         Answer::Forward(plan) => {
-            done.outcome = "forward";
+            done.outcome = Outcome::Forward;
             upstream = Some(plan.addr);
             forward(front, io, &req, &plan, client, rid, &mut done).await;
         }
@@ -732,7 +733,7 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
     let request_id = request_id::header_value_from(None);
     let rid = request_id::as_str(&request_id);
     let mut done = Done {
-        outcome: "refused",
+        outcome: Outcome::Refused,
         status: 0,
         bytes_sent: 0,
         close: true,
@@ -740,7 +741,7 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
     };
     let p = Page {
         status: r.status,
-        outcome: "refused",
+        outcome: Outcome::Refused,
         detail: r.detail.into(),
         retry_after: false,
     };
@@ -764,7 +765,7 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
 
 /// How a request went.
 struct Done {
-    outcome: &'static str,
+    outcome: Outcome,
     status: u16,
     /// Response body bytes written to the client.
     bytes_sent: usize,
@@ -1421,7 +1422,7 @@ async fn forward(
             tracing::warn!(error = kind.as_str(), upstream = %plan.addr, "response cut short");
             metrics::upstream().error(kind);
             done.close = true;
-            done.outcome = "error";
+            done.outcome = Outcome::Error;
             done.error = error_name(kind);
         }
     }
@@ -1449,13 +1450,13 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     metrics::upstream().error(f.kind);
     tracing::debug!(error = f.kind.as_str(), "upstream failed");
     let status = f.status();
-    done.outcome = "error";
+    done.outcome = Outcome::Error;
     done.error = error_name(f.kind);
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let head_only = req.method == "HEAD";
     let p = Page {
         status,
-        outcome: "error",
+        outcome: Outcome::Error,
         detail: upstream_failure_detail(status).into(),
         retry_after: false,
     };

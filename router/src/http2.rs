@@ -45,7 +45,7 @@ use crate::h1::{
     read_some, send_head, BadChunk, Chunked, ConnInfo, Failure, Framing, Upstreams, BODY_READ,
     CLIENT_WRITE_TIMEOUT,
 };
-use crate::metrics::{self, UpstreamErrorKind};
+use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
 use crate::proxy::{own_head, PingoraRequest};
 use crate::request_id;
@@ -195,7 +195,7 @@ async fn stream(
     };
 
     let mut done = Done {
-        outcome: "error",
+        outcome: Outcome::Error,
         status: 0,
         bytes_sent: 0,
         error: "-",
@@ -209,25 +209,25 @@ async fn stream(
             page(&mut s, &mut done, &p, rid, json, head_only).await;
         }
         Answer::Redirect(location) => {
-            done.outcome = "redirect";
+            done.outcome = Outcome::Redirect;
             done.status = 308;
             let head = own_head(308, rid, |put| redirect_headers(&location, put));
             write_head(&mut s, head, true, &mut done);
         }
         Answer::Replay { value, cache_ttl } => {
-            done.outcome = "replay";
+            done.outcome = Outcome::Replay;
             done.status = 307;
             let head = own_head(307, rid, |put| replay_headers(&value, cache_ttl, put));
             write_head(&mut s, head, true, &mut done);
         }
         Answer::Forward(_) if reset_by_client(&mut s) => {
             // Reset while it was routed: nothing goes upstream (rapid reset).
-            done.outcome = "error";
+            done.outcome = Outcome::Error;
             done.error = "ConnectionClosed";
             reset = true;
         }
         Answer::Forward(plan) => {
-            done.outcome = "forward";
+            done.outcome = Outcome::Forward;
             upstream = Some(plan.addr);
             let head = upstream_head.unwrap_or_default();
             let forward = Forward {
@@ -259,7 +259,7 @@ async fn stream(
 
 /// How a stream went.
 struct Done {
-    outcome: &'static str,
+    outcome: Outcome,
     status: u16,
     /// Response body bytes sent.
     bytes_sent: usize,
@@ -409,7 +409,7 @@ impl Forward<'_> {
                 tracing::warn!(error = kind.as_str(), upstream = %addr, "response cut short");
                 metrics::upstream().error(kind);
                 s.shutdown();
-                done.outcome = "error";
+                done.outcome = Outcome::Error;
                 done.error = error_name(kind);
             }
         }
@@ -548,11 +548,11 @@ impl Forward<'_> {
         metrics::upstream().error(f.kind);
         tracing::debug!(error = f.kind.as_str(), "upstream failed");
         let status = f.status();
-        done.outcome = "error";
+        done.outcome = Outcome::Error;
         done.error = error_name(f.kind);
         let p = Page {
             status,
-            outcome: "error",
+            outcome: Outcome::Error,
             detail: upstream_failure_detail(status).into(),
             retry_after: false,
         };

@@ -28,7 +28,7 @@ use crate::front::{
     redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, BadHost, Finished,
     Front, Notes, Page, Plan, PutHeader, RequestView, X_REQUEST_ID,
 };
-use crate::metrics;
+use crate::metrics::{self, Outcome};
 use crate::pages;
 use crate::request_id;
 use crate::shutdown::InFlight;
@@ -88,7 +88,7 @@ pub struct Ctx {
     /// The request id as sent upstream and back (see [`request_id::header_value`]).
     pub request_id: HeaderValue,
     pub notes: Notes,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub plan: Option<Plan>,
     pub status: u16,
     pub start: Instant,
@@ -117,6 +117,9 @@ impl EdgeProxy {
         })?;
         ctx.status = page.status;
         ctx.outcome = page.outcome;
+        if page.closes_connection() {
+            session.set_keepalive(None);
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(resp), head_only)
@@ -135,7 +138,7 @@ impl EdgeProxy {
     ) -> Result<bool> {
         let resp = own_head(308, &ctx.request_id, |put| redirect_headers(&location, put))?;
         ctx.status = 308;
-        ctx.outcome = "redirect";
+        ctx.outcome = Outcome::Redirect;
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
     }
@@ -169,7 +172,7 @@ impl EdgeProxy {
             replay_headers(&value, cache_ttl, put)
         })?;
         ctx.status = 307;
-        ctx.outcome = "replay";
+        ctx.outcome = Outcome::Replay;
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
     }
@@ -253,7 +256,7 @@ impl ProxyHttp for EdgeProxy {
         Ctx {
             request_id: HeaderValue::from_static(""),
             notes: Notes::default(),
-            outcome: "error",
+            outcome: Outcome::Error,
             plan: None,
             status: 0,
             start: Instant::now(),
@@ -285,7 +288,7 @@ impl ProxyHttp for EdgeProxy {
                     // Pingora's downstream default would cut an idle WebSocket at 60 s.
                     session.set_read_timeout(Some(idle));
                 }
-                ctx.outcome = "forward";
+                ctx.outcome = Outcome::Forward;
                 ctx.plan = Some(plan);
                 Ok(false)
             }
@@ -439,14 +442,14 @@ impl ProxyHttp for EdgeProxy {
         if status != 0 && session.response_written().is_none() {
             let page = Page {
                 status,
-                outcome: "error",
+                outcome: Outcome::Error,
                 detail: upstream_failure_detail(status).into(),
                 retry_after: false,
             };
             let _ = self.respond(session, ctx, &page).await;
         }
         ctx.status = status;
-        ctx.outcome = "error";
+        ctx.outcome = Outcome::Error;
         if let Some(kind) = metrics::UpstreamErrorKind::of(e) {
             metrics::upstream().error(kind);
         }

@@ -18,7 +18,7 @@ use crate::decide::{
 };
 use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
-use crate::metrics::{self, RequestMetrics};
+use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::routes::{Lookup, RouteStore};
 
 pub mod rewrite;
@@ -89,7 +89,7 @@ pub struct Plan {
 pub struct Page {
     pub status: u16,
     /// The metrics/access-log outcome.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     /// The sentence the page shows.
     pub detail: Cow<'static, str>,
     /// Send `Retry-After: 5` (a temporary condition).
@@ -100,6 +100,12 @@ pub struct Page {
 pub type PutHeader<'a> = &'a mut dyn FnMut(&'static str, &[u8]);
 
 impl Page {
+    /// Whether the connection closes after this page (HTTP/1): after a 400 the rest of the
+    /// client's bytes cannot be trusted to be well-formed either (as nginx does).
+    pub fn closes_connection(&self) -> bool {
+        self.status == 400
+    }
+
     /// The page's body (HTML, or JSON when the client prefers it), its headers given to `put`:
     /// content type and length, `cache-control: no-store`, `retry-after: 5` when temporary. Both
     /// engines write these; each adds `x-request-id` (and HTTP/1 the connection's fate).
@@ -150,7 +156,7 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn page(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
+    fn page(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Answer {
         Answer::Page(Page {
             status,
             outcome,
@@ -159,7 +165,7 @@ impl Answer {
         })
     }
 
-    fn retry(status: u16, outcome: &'static str, detail: impl Into<Cow<'static, str>>) -> Answer {
+    fn retry(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Answer {
         Answer::Page(Page {
             status,
             outcome,
@@ -305,17 +311,17 @@ impl Front {
         let config = &self.shared.config;
         let raw_host = match req.host() {
             Ok(Some(h)) => h,
-            Ok(None) => return Answer::page(400, "bad_request", "The request has no Host."),
+            Ok(None) => return Answer::page(400, Outcome::BadRequest, "The request has no Host."),
             Err(BadHost) => {
                 return Answer::page(
                     400,
-                    "bad_request",
+                    Outcome::BadRequest,
                     "The Host header is malformed or repeated.",
                 )
             }
         };
         let Some(host) = normalize_host(raw_host) else {
-            return Answer::page(400, "bad_request", "The Host header is malformed.");
+            return Answer::page(400, Outcome::BadRequest, "The Host header is malformed.");
         };
 
         if self.mode == ListenerMode::Tls {
@@ -323,7 +329,7 @@ impl Front {
                 if !sni.eq_ignore_ascii_case(host.as_ref()) {
                     let detail =
                         "This connection was opened for another host name; open a new connection.";
-                    return Answer::page(421, "misdirected", detail);
+                    return Answer::page(421, Outcome::Misdirected, detail);
                 }
             }
         }
@@ -333,12 +339,12 @@ impl Front {
             HostMatch::Apex => {
                 return match config.reserved.get("@") {
                     Some(r) => self.reserved(req, r),
-                    None => Answer::page(404, "not_found", "No workspace at this address."),
+                    None => Answer::page(404, Outcome::NotFound, "No workspace at this address."),
                 }
             }
             HostMatch::Outside => {
                 let detail = "This router serves only its own workspace domain.";
-                return Answer::page(404, "not_found", detail);
+                return Answer::page(404, Outcome::NotFound, detail);
             }
         };
         if let Some(r) = config.reserved.get(label.as_ref()) {
@@ -359,16 +365,16 @@ impl Front {
             Lookup::Found(r) => r,
             Lookup::NotFound => {
                 let detail = format!("There is no workspace named {label:?}.");
-                return Answer::page(404, "not_found", detail);
+                return Answer::page(404, Outcome::NotFound, detail);
             }
             Lookup::Unavailable => {
                 let detail = "The route store is unavailable; try again shortly.";
-                return Answer::retry(503, "unavailable", detail);
+                return Answer::retry(503, Outcome::Unavailable, detail);
             }
             Lookup::Invalid(why) => {
                 tracing::error!(%label, error = %why, "malformed route record");
                 let detail = "The workspace's route is misconfigured.";
-                return Answer::page(502, "bad_route", detail);
+                return Answer::page(502, Outcome::BadRoute, detail);
             }
         };
 
@@ -390,7 +396,7 @@ impl Front {
         };
         match decide(&route, &facts, &config.paths, self.mode) {
             Decision::Respond(status) => {
-                Answer::page(status, "not_found", "No path rule matches this path.")
+                Answer::page(status, Outcome::NotFound, "No path rule matches this path.")
             }
             Decision::Replay(to) => {
                 match fly_replay_header(&to.app, &to.instance, &config.replay) {
@@ -400,14 +406,18 @@ impl Front {
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "route cannot be replayed");
-                        Answer::page(502, "bad_route", "The workspace's route is misconfigured.")
+                        Answer::page(
+                            502,
+                            Outcome::BadRoute,
+                            "The workspace's route is misconfigured.",
+                        )
                     }
                 }
             }
             Decision::Refuse(r) => Answer::page(r.status(), r.outcome(), r.detail()),
             Decision::ReplayFailed(reason) => {
                 tracing::warn!(%label, reason = reason.as_str(), "fly-replay failed: answering the fallback request");
-                Answer::retry(503, "replay_failed", reason.detail())
+                Answer::retry(503, Outcome::ReplayFailed, reason.detail())
             }
             Decision::Forward(fwd) => {
                 notes.rule = Some(fwd.rule_index);
@@ -417,7 +427,7 @@ impl Front {
                         let (Some(app), Some(machine)) = (&route.app, &route.machine_id) else {
                             let detail =
                                 "The workspace's route names neither an address nor a machine.";
-                            return Answer::page(502, "bad_route", detail);
+                            return Answer::page(502, Outcome::BadRoute, detail);
                         };
                         match self.shared.fly.address(app, machine, fwd.port).await {
                             Ok(ip) => IpAddr::V6(ip),
@@ -466,7 +476,7 @@ pub struct Finished<'a> {
     pub request_id: &'a str,
     pub method: &'a str,
     pub label: Option<&'a str>,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub rule: Option<usize>,
     pub status: u16,
     pub elapsed: Duration,
@@ -482,9 +492,8 @@ pub struct Finished<'a> {
 impl Front {
     /// Counts a finished request and writes its access-log line (when the access log is on).
     pub fn finish(&self, f: &Finished<'_>) {
-        let outcome = metrics::Outcome::from_name(f.outcome);
         self.metrics
-            .request(outcome, f.rule, f.status, f.timed.then_some(f.elapsed));
+            .request(f.outcome, f.rule, f.status, f.timed.then_some(f.elapsed));
         if !self.shared.config.log.access {
             return;
         }
@@ -500,7 +509,7 @@ impl Front {
             listener = self.scheme,
             method = f.method,
             label = f.label.unwrap_or("-"),
-            outcome = f.outcome,
+            outcome = f.outcome.as_str(),
             rule,
             status = f.status,
             duration_ms = f.elapsed.as_secs_f64() * 1000.0,
