@@ -1147,7 +1147,11 @@ pub(crate) fn parse_response<'b, 'h>(
 ) -> Result<Option<Parsed<'b, 'h>>, Failure> {
     let invalid = || Failure::new(UpstreamErrorKind::InvalidResponse);
     let mut resp = httparse::Response::new(headers);
-    let len = match resp.parse(buf) {
+    // `Content-Length : 5` from an upstream is read as Pingora's engine reads it (accepted).
+    let len = match httparse::ParserConfig::default()
+        .allow_spaces_after_header_name_in_responses(true)
+        .parse_response(&mut resp, buf)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < RESPONSE_HEAD_LIMIT => return Ok(None),
         _ => return Err(invalid()),

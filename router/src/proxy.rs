@@ -415,6 +415,14 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.status.as_u16() == 101 && !session.is_upgrade_req() {
+            // A switch of protocols nobody asked for: a broken upstream, as on the router's own
+            // paths (a 502 page, never a tunnel).
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "upstream answered 101 to a request without Upgrade",
+            );
+        }
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         ctx.status = upstream_response.status.as_u16();
         if ctx.status == 101 && session.is_upgrade_req() && ctx.websocket.is_none() {

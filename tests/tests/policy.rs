@@ -432,3 +432,27 @@ async fn rapid_reset_streams_do_not_reach_the_upstream() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_upstream_heads_get_the_same_answer_on_both_engines() {
+    for fast in ENGINES {
+        let up = RawUpstream::start(|_, seen| match seen.target().as_str() {
+            // A 101 to a request that asked for no upgrade: never a tunnel.
+            "/switch" => Reply::bytes(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+            ),
+            // A space before the colon: read as Content-Length.
+            _ => Reply::bytes("HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"),
+        })
+        .await;
+        let s = stack(fast, up).await;
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let r = conn.roundtrip(get("/switch")).await;
+        assert_eq!(r.status, 502, "fast={fast}: {}", r.summary());
+        assert!(r.header("x-request-id").is_some(), "fast={fast}");
+        let mut conn = RawConn::plain(s.cfg.http_port()).await;
+        let r = conn.roundtrip(get("/spaced")).await;
+        assert_eq!(r.status, 200, "fast={fast}: {}", r.summary());
+        assert_eq!(r.body, b"hello", "fast={fast}");
+    }
+}
