@@ -13,8 +13,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use hubify_edge::decide::{decide, fly_replay_header, Decision, ListenerMode, RequestFacts};
+use hubify_edge::front::rewrite::ip_header_value;
 use hubify_edge::host::{classify, normalize_host, HostMatch};
-use hubify_edge::proxy::ip_header_value;
 use hubify_edge::request_id;
 use hubify_edge::routes::{Lookup, RouteStore};
 use hubify_edge_benches::{label, poll_once, warm_store};

@@ -36,20 +36,23 @@ use pingora_http::ResponseHeader;
 use tokio::net::TcpStream;
 
 use crate::conn::EdgeApp;
+use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
+use crate::front::own_head;
+use crate::front::view::PingoraRequest;
 use crate::front::{
     cookie_field, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer,
     Finished, Front, Notes, Page, Plan, RequestView, X_REQUEST_ID,
 };
-use crate::h1::{
-    checkin, end_upstream_head, error_name, parse_response, put_header, read_response_head,
-    read_some, send_head, BadChunk, Chunked, ConnInfo, Failure, Framing, Upstreams, BODY_READ,
-    CLIENT_WRITE_TIMEOUT,
-};
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
-use crate::proxy::{own_head, PingoraRequest};
 use crate::request_id;
 use crate::shutdown::InFlight;
+use crate::upstream::chunked::{BadChunk, Chunked};
+use crate::upstream::response::{parse_response, Framing};
+use crate::upstream::{
+    checkin, end_upstream_head, error_name, put_header, read_response_head, read_some, send_head,
+    Failure, Upstreams, BODY_READ,
+};
 
 /// Malformed streams a connection may open before it is closed (Pingora's budget).
 pub const MAX_REJECTED: usize = 32;

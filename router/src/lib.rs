@@ -30,3 +30,4 @@ pub mod request_id;
 pub mod routes;
 pub mod shutdown;
 pub mod tls;
+pub mod upstream;

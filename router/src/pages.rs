@@ -5,7 +5,7 @@ use bytes::Bytes;
 /// The short text of a status the router answers itself.
 pub fn reason(status: u16) -> &'static str {
     match status {
-        400 => "Bad request: missing or malformed Host",
+        400 => "Bad request",
         404 => "No such workspace",
         413 => "Request body too large to replay",
         421 => "Misdirected request: the TLS server name and the Host differ",

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{ACCEPT, COOKIE, HOST};
+use http::header::{ACCEPT, COOKIE};
 use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, BadHost, Finished,
-    Front, Notes, Page, Plan, PutHeader, RequestView, X_REQUEST_ID,
+    own_head, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, Finished,
+    Front, Notes, Page, Plan, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome};
 use crate::pages;
@@ -34,6 +34,7 @@ use crate::request_id;
 use crate::shutdown::InFlight;
 use crate::tls::Sni;
 
+use crate::front::view::PingoraRequest;
 pub use crate::front::Shared;
 
 /// The proxy of one listener (Pingora's engine: HTTP/2, and what the HTTP/1.1 fast path hands
@@ -45,34 +46,6 @@ pub struct EdgeProxy {
 impl EdgeProxy {
     pub fn new(front: Arc<Front>) -> EdgeProxy {
         EdgeProxy { front }
-    }
-}
-
-/// A Pingora request as [`Front::route`] sees it.
-pub(crate) struct PingoraRequest<'a> {
-    pub req: &'a RequestHeader,
-    pub upgrade: bool,
-}
-
-impl RequestView for PingoraRequest<'_> {
-    fn method(&self) -> &str {
-        self.req.method.as_str()
-    }
-    fn path_and_query(&self) -> &str {
-        self.req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    }
-    fn host(&self) -> std::result::Result<Option<&str>, BadHost> {
-        request_host(self.req).map_err(|()| BadHost)
-    }
-    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
-        self.req.headers.get(name).map(|v| v.as_bytes())
-    }
-    fn is_upgrade(&self) -> bool {
-        self.upgrade
     }
 }
 
@@ -121,12 +94,11 @@ impl EdgeProxy {
             session.set_keepalive(None);
         }
         let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(resp), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(body, true).await?;
-        }
+        // The stream ends with the body write (empty for HEAD): a HEAD answered from
+        // `fail_to_proxy` with a head-only end of stream was reset on HTTP/2.
+        session.write_response_header(Box::new(resp), false).await?;
+        let body = if head_only { None } else { body };
+        session.write_response_body(body, true).await?;
         Ok(true)
     }
 
@@ -178,74 +150,10 @@ impl EdgeProxy {
     }
 }
 
-/// The head of one of the router's own answers: `status`, the headers `headers` gives (shared
-/// with the HTTP/1.1 fast path, `front.rs`), and the request id.
-pub(crate) fn own_head(
-    status: u16,
-    request_id: &HeaderValue,
-    headers: impl FnOnce(PutHeader<'_>),
-) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    let mut result = Ok(());
-    headers(&mut |name, value| {
-        if result.is_ok() {
-            result = resp.insert_header(name, value);
-        }
-    });
-    result?;
-    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
-    Ok(resp)
-}
-
-/// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)
-/// first, else the single Host header. `Err` when there are several Host headers or it is not
-/// text.
-fn request_host(req: &RequestHeader) -> std::result::Result<Option<&str>, ()> {
-    if let Some(a) = req.uri.authority() {
-        return Ok(Some(a.as_str()));
-    }
-    let mut hosts = req.headers.get_all(HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return Err(());
-    }
-    match first {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| ()),
-    }
-}
-
 /// Whether the upstream request still carries an absolute-form target (the client sent one);
 /// the upstream gets origin form, with the authority as `Host`.
 fn plan_uri_is_absolute(upstream: &RequestHeader) -> bool {
     upstream.uri.authority().is_some()
-}
-
-/// An address as a header value; IPv4 (the usual client) without the formatting machinery.
-pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("-"));
-    };
-    let mut buf = [0u8; 15];
-    let mut n = 0;
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        if octet >= 100 {
-            buf[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            buf[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + octet % 10;
-        n += 1;
-    }
-    // Digits and dots are always a valid header value; the fallback is never taken.
-    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[async_trait]
@@ -353,21 +261,43 @@ impl ProxyHttp for EdgeProxy {
             // The HTTP/1 loop refused a malformed Connection header before Pingora read it.
             let _ = conn.add(v.as_bytes());
         }
-        let dropped: Vec<HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|k| !rewrite::keep(k.as_str(), &conn.nominated))
-            .cloned()
-            .collect();
-        for name in &dropped {
+        // Every field out, then back in the one order of every engine: Host, the client's
+        // fields the policy keeps (HTTP/2 Cookie fields joined, RFC 9113 §8.2.3), the router's.
+        let names: Vec<HeaderName> = upstream.headers.keys().cloned().collect();
+        let keep = |name: &str| {
+            let h2_cookie = session.is_http2() && name.eq_ignore_ascii_case("cookie");
+            !h2_cookie && rewrite::keep(name, &conn.nominated)
+        };
+        // The client's spelling of each name where Pingora kept it (HTTP/1), as the fast path
+        // forwards it.
+        let kept: Vec<(bytes::Bytes, HeaderValue)> = if upstream.has_case() {
+            upstream
+                .case_header_iter()
+                .filter(|(n, _)| std::str::from_utf8(n.as_slice()).is_ok_and(keep))
+                .map(|(n, v)| (bytes::Bytes::copy_from_slice(n.as_slice()), v.clone()))
+                .collect()
+        } else {
+            upstream
+                .headers
+                .iter()
+                .filter(|(n, _)| keep(n.as_str()))
+                .map(|(n, v)| {
+                    (
+                        bytes::Bytes::copy_from_slice(n.as_str().as_bytes()),
+                        v.clone(),
+                    )
+                })
+                .collect()
+        };
+        let h2_cookie = match crate::front::cookie_field(&upstream.headers) {
+            Some(joined) if session.is_http2() => Some(
+                HeaderValue::from_bytes(&joined)
+                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "cookie")?,
+            ),
+            _ => None,
+        };
+        for name in &names {
             upstream.remove_header(name);
-        }
-        if session.is_http2() && upstream.headers.get_all(COOKIE).iter().nth(1).is_some() {
-            if let Some(joined) = crate::front::cookie_field(&upstream.headers) {
-                let joined = HeaderValue::from_bytes(&joined)
-                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "cookie")?;
-                upstream.insert_header(COOKIE, joined)?;
-            }
         }
         let client = self.client_ip(session);
         let view = view(session);
@@ -380,6 +310,14 @@ impl ProxyHttp for EdgeProxy {
                 result = upstream.insert_header(name, value).map(|_| ());
             }
         });
+        result?;
+        for (name, value) in kept {
+            upstream.append_header(name, value)?;
+        }
+        if let Some(cookie) = h2_cookie {
+            upstream.append_header(COOKIE, cookie)?;
+        }
+        let mut result = Ok(());
         fields.write(&mut |name, value| {
             if result.is_ok() {
                 result = upstream.append_header(name, value).map(|_| ());
@@ -489,42 +427,5 @@ impl ProxyHttp for EdgeProxy {
             client: self.client_ip(session),
             error: e.map(|e| e.etype().as_str()).unwrap_or("-"),
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_header_values_match_display() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "9.10.99.100",
-            "255.255.255.255",
-            "10.0.200.7",
-            "::1",
-            "fdaa:0:1::3",
-        ] {
-            let ip: IpAddr = ip.parse().expect("an address");
-            assert_eq!(ip_header_value(ip).as_bytes(), ip.to_string().as_bytes());
-        }
-    }
-
-    #[test]
-    fn host_is_the_single_host_or_the_authority() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
-        assert_eq!(request_host(&req), Ok(None));
-        req.insert_header(HOST, "a.example.com").expect("a header");
-        assert_eq!(request_host(&req), Ok(Some("a.example.com")));
-        req.append_header(HOST, "b.example.com").expect("a header");
-        assert_eq!(request_host(&req), Err(()), "two Host headers");
-        let mut abs = RequestHeader::build("GET", b"/x", None).expect("a request");
-        abs.set_uri(http::Uri::from_static("http://c.example.com:8080/x"));
-        abs.insert_header(HOST, "ignored.example.com")
-            .expect("a header");
-        assert_eq!(request_host(&abs), Ok(Some("c.example.com:8080")));
-        assert!(plan_uri_is_absolute(&abs));
     }
 }

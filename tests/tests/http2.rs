@@ -7,8 +7,8 @@
 //! with an error, an upstream that is down, and request bodies.
 //!
 //! Streams without a request body are served by the router's own loop (`router/src/http2.rs`),
-//! the rest by Pingora's proxy; `fast_path = false` sends every stream to Pingora. The framing
-//! and header tests run both ways: the two engines must agree.
+//! the rest by Pingora's proxy; `fast_path = false` sends every stream to Pingora. Every test
+//! runs both ways: the two engines must agree.
 
 use http::{Method, StatusCode};
 use hubify_edge_tests::client::H2Conn;
@@ -19,6 +19,15 @@ const ALICE: &str = "alice.hubify.test";
 
 /// Both engines: the router's own HTTP/2 stream path, and Pingora's.
 const ENGINES: [bool; 2] = [true, false];
+
+/// `fast=…` and which engine that is, for assertion messages.
+fn engine(fast: bool) -> &'static str {
+    if fast {
+        "fast=true (the router's h2 path)"
+    } else {
+        "fast=false (Pingora)"
+    }
+}
 
 async fn stack(up: RawUpstream, fast: bool) -> RawStack {
     RawStack::start_with(up, |c| c.fast_path(fast)).await
@@ -73,7 +82,7 @@ async fn every_response_framing_arrives_intact() {
     for fast in ENGINES {
         let s = stack(RawUpstream::start(|_, seen| framings(seen)).await, fast).await;
         let c = h2(&s).await;
-        let engine = if fast { "router's h2 path" } else { "Pingora" };
+        let engine = engine(fast);
 
         let r = get(&c, "/length").await;
         assert_eq!(r.status, StatusCode::OK, "{engine}");
@@ -82,7 +91,11 @@ async fn every_response_framing_arrives_intact() {
             r.body == pseudo_random(BIG, 1),
             "{engine}: Content-Length body bytes"
         );
-        assert_eq!(r.header("content-length").as_deref(), Some("1048576"));
+        assert_eq!(
+            r.header("content-length").as_deref(),
+            Some("1048576"),
+            "{engine}"
+        );
         assert!(r.header("x-request-id").is_some(), "{engine}");
 
         let r = get(&c, "/chunked").await;
@@ -115,7 +128,11 @@ async fn every_response_framing_arrives_intact() {
             .unwrap_or_else(|e| panic!("{engine}: HEAD over h2: {e}"));
         assert_eq!(head.status, StatusCode::OK, "{engine}");
         assert!(head.body.is_empty(), "{engine}: HEAD has no body");
-        assert_eq!(head.header("content-length").as_deref(), Some("12345"));
+        assert_eq!(
+            head.header("content-length").as_deref(),
+            Some("12345"),
+            "{engine}"
+        );
 
         // The interim 103 is not relayed (one response head per stream); the final one is, with
         // both of its Set-Cookie fields.
@@ -135,7 +152,7 @@ async fn the_upstream_gets_an_http1_request_rewritten_from_h2() {
     for fast in ENGINES {
         let s = stack(RawUpstream::always(Reply::ok(b"ok")).await, fast).await;
         let c = h2(&s).await;
-        let engine = if fast { "router's h2 path" } else { "Pingora" };
+        let engine = engine(fast);
         let req = Req::get(ALICE, "/p/a%20b?q=1&r")
             .header("cookie", "a=1")
             .header("cookie", "b=2")
@@ -144,7 +161,10 @@ async fn the_upstream_gets_an_http1_request_rewritten_from_h2() {
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-request-id", "h2-rewrite-1")
             .header("x-custom", "kept");
-        let r = c.request(&req).await.unwrap();
+        let r = c
+            .request(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
         assert_eq!(r.status, StatusCode::OK, "{engine}");
         assert_eq!(r.request_id(), "h2-rewrite-1", "{engine}");
         let seen = s.up.seen();
@@ -155,13 +175,21 @@ async fn the_upstream_gets_an_http1_request_rewritten_from_h2() {
             "{engine}"
         );
         assert_eq!(seen.header_all("host"), [ALICE], "{engine}");
-        assert_eq!(seen.header("x-forwarded-host").as_deref(), Some(ALICE));
+        assert_eq!(
+            seen.header("x-forwarded-host").as_deref(),
+            Some(ALICE),
+            "{engine}"
+        );
         // RFC 9113 §8.2.3: one Cookie field for HTTP/1.1.
         assert_eq!(seen.header_all("cookie"), ["a=1; b=2"], "{engine}");
         assert_eq!(seen.header("te"), None, "{engine}: te is hop-by-hop");
         assert_eq!(seen.header("fly-force-instance-id"), None, "{engine}");
         assert_eq!(seen.header("x-custom").as_deref(), Some("kept"), "{engine}");
-        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(
+            seen.header("x-forwarded-proto").as_deref(),
+            Some("https"),
+            "{engine}"
+        );
         assert_eq!(
             seen.header("x-forwarded-for").as_deref(),
             Some("203.0.113.9, 127.0.0.1"),
@@ -177,46 +205,56 @@ async fn the_upstream_gets_an_http1_request_rewritten_from_h2() {
 
 #[tokio::test]
 async fn streams_reuse_upstream_connections() {
-    let s = stack(RawUpstream::always(Reply::ok(b"ok")).await, true).await;
-    let c = h2(&s).await;
-    for i in 0..20 {
-        assert_eq!(get(&c, &format!("/r{i}")).await.text(), "ok");
+    for fast in ENGINES {
+        let s = stack(RawUpstream::always(Reply::ok(b"ok")).await, fast).await;
+        let engine = engine(fast);
+        let c = h2(&s).await;
+        for i in 0..20 {
+            assert_eq!(get(&c, &format!("/r{i}")).await.text(), "ok", "{engine}");
+        }
+        assert_eq!(
+            s.up.connections(),
+            1,
+            "{engine}: 20 requests one after another should share one upstream connection"
+        );
     }
-    assert_eq!(
-        s.up.connections(),
-        1,
-        "20 requests one after another should share one upstream connection"
-    );
 }
 
 #[tokio::test]
 async fn many_streams_at_once_each_get_their_own_response() {
-    let s = stack(
-        RawUpstream::start(|_, seen| Reply::ok(seen.target().as_bytes())).await,
-        true,
-    )
-    .await;
-    let c = h2(&s).await;
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let path = format!("/stream/{i}");
-            let r = c.request(&Req::get(ALICE, &path)).await;
-            (path, r)
-        }));
+    for fast in ENGINES {
+        let s = stack(
+            RawUpstream::start(|_, seen| Reply::ok(seen.target().as_bytes())).await,
+            fast,
+        )
+        .await;
+        let engine = engine(fast);
+        let c = h2(&s).await;
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let path = format!("/stream/{i}");
+                let r = c.request(&Req::get(ALICE, &path)).await;
+                (path, r)
+            }));
+        }
+        for t in tasks {
+            let (path, r) = t.await.expect("request task");
+            let r = r.unwrap_or_else(|e| panic!("{engine} {path}: {e}"));
+            assert_eq!(r.status, StatusCode::OK, "{engine} {path}");
+            assert_eq!(
+                r.text(),
+                path,
+                "{engine}: each stream gets its own response"
+            );
+        }
+        assert!(
+            s.up.connections() <= 100,
+            "{engine}: upstream connections: {}",
+            s.up.connections()
+        );
     }
-    for t in tasks {
-        let (path, r) = t.await.expect("request task");
-        let r = r.unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(r.status, StatusCode::OK, "{path}");
-        assert_eq!(r.text(), path, "each stream gets its own response");
-    }
-    assert!(
-        s.up.connections() <= 100,
-        "upstream connections: {}",
-        s.up.connections()
-    );
 }
 
 #[tokio::test]
@@ -235,7 +273,7 @@ async fn a_body_cut_short_upstream_fails_the_stream_not_the_connection() {
             fast,
         )
         .await;
-        let engine = if fast { "router's h2 path" } else { "Pingora" };
+        let engine = engine(fast);
         let c = h2(&s).await;
         let r = c.request(&Req::get(ALICE, "/cut")).await;
         assert!(
@@ -249,57 +287,72 @@ async fn a_body_cut_short_upstream_fails_the_stream_not_the_connection() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_gets_a_502_page() {
-    // A port with nothing listening: bind, note the port, close.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let up = RawUpstream::always(Reply::ok(b"unused")).await;
-    let s = RawStack::start_with(up, |c| {
-        c.path(hubify_edge_tests::PathRule::new("/down", port))
-    })
-    .await;
-    let c = h2(&s).await;
-    let r = c
-        .request(&Req::get(ALICE, "/down").accept_json())
-        .await
-        .unwrap();
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.summary());
-    assert_eq!(r.json()["status"], 502, "{}", r.summary());
-    let r = c
-        .request(&Req::get(ALICE, "/down").method(Method::HEAD))
-        .await
-        .unwrap();
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert!(r.body.is_empty(), "HEAD: no body");
+    for fast in ENGINES {
+        // A port with nothing listening: bind, note the port, close.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let up = RawUpstream::always(Reply::ok(b"unused")).await;
+        let s = RawStack::start_with(up, |c| {
+            c.path(hubify_edge_tests::PathRule::new("/down", port))
+                .fast_path(fast)
+        })
+        .await;
+        let engine = engine(fast);
+        let c = h2(&s).await;
+        let r = c
+            .request(&Req::get(ALICE, "/down").accept_json())
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: GET /down: {e}"));
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{engine}: {}",
+            r.summary()
+        );
+        assert_eq!(r.json()["status"], 502, "{engine}: {}", r.summary());
+        {
+            let r = c
+                .request(&Req::get(ALICE, "/down").method(Method::HEAD))
+                .await
+                .unwrap_or_else(|e| panic!("{engine}: HEAD /down: {e}"));
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{engine}");
+            assert!(r.body.is_empty(), "{engine}: HEAD: no body");
+        }
+    }
 }
 
 #[tokio::test]
 async fn request_bodies_go_through_and_arrive_whole() {
-    let s = stack(
-        RawUpstream::start(|_, seen| Reply::ok(format!("{}", seen.body.len()).as_bytes())).await,
-        true,
-    )
-    .await;
-    let c = h2(&s).await;
-    let body = pseudo_random(300_000, 4);
-    let r = c
-        .request(
-            &Req::get(ALICE, "/upload")
-                .method(Method::POST)
-                .body(body.clone()),
+    for fast in ENGINES {
+        let s = stack(
+            RawUpstream::start(|_, seen| Reply::ok(format!("{}", seen.body.len()).as_bytes()))
+                .await,
+            fast,
         )
-        .await
-        .unwrap();
-    assert_eq!(r.status, StatusCode::OK, "{}", r.summary());
-    assert_eq!(r.text(), "300000");
-    let seen = s.up.seen();
-    assert!(
-        seen.last().unwrap().body == body,
-        "the upstream got the body intact"
-    );
-    // A bodiless stream on the same connection afterwards.
-    assert_eq!(get(&c, "/x").await.text(), "0");
+        .await;
+        let engine = engine(fast);
+        let c = h2(&s).await;
+        let body = pseudo_random(300_000, 4);
+        let r = c
+            .request(
+                &Req::get(ALICE, "/upload")
+                    .method(Method::POST)
+                    .body(body.clone()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: POST /upload: {e}"));
+        assert_eq!(r.status, StatusCode::OK, "{engine}: {}", r.summary());
+        assert_eq!(r.text(), "300000", "{engine}");
+        let seen = s.up.seen();
+        assert!(
+            seen.last().unwrap().body == body,
+            "{engine}: the upstream got the body intact"
+        );
+        // A bodiless stream on the same connection afterwards.
+        assert_eq!(get(&c, "/x").await.text(), "0", "{engine}");
+    }
 }
 
 #[tokio::test]
@@ -313,7 +366,7 @@ async fn a_pooled_connection_the_upstream_closed_is_replaced_without_an_error() 
             fast,
         )
         .await;
-        let engine = if fast { "router's h2 path" } else { "Pingora" };
+        let engine = engine(fast);
         let c = h2(&s).await;
         for i in 0..3 {
             let path = format!("/again/{i}");

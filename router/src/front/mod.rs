@@ -9,8 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use hubify_edge_config::{Config, Reserved};
+use pingora_http::ResponseHeader;
 
 use crate::decide::{
     decide, fly_replay_header, replay_cache_ttl_secs, Body, Decision, ListenerMode, RequestFacts,
@@ -22,6 +23,7 @@ use crate::metrics::{self, Outcome, RequestMetrics};
 use crate::routes::{Lookup, RouteStore};
 
 pub mod rewrite;
+pub mod view;
 
 use rewrite::RouterFields;
 
@@ -120,6 +122,25 @@ impl Page {
         }
         body
     }
+}
+
+/// The head of one of the router's own answers: `status`, the headers `headers` gives (shared
+/// with the HTTP/1.1 fast path, `front.rs`), and the request id.
+pub(crate) fn own_head(
+    status: u16,
+    request_id: &HeaderValue,
+    headers: impl FnOnce(PutHeader<'_>),
+) -> pingora_error::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    let mut result = Ok(());
+    headers(&mut |name, value| {
+        if result.is_ok() {
+            result = resp.insert_header(name, value);
+        }
+    });
+    result?;
+    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    Ok(resp)
 }
 
 /// The headers of a `308` redirect to `location` (no body).
@@ -276,7 +297,7 @@ impl Front {
             Some(Ok(prev)) if !prev.trim().is_empty() && !self.behind_fly => {
                 http::HeaderValue::try_from(format!("{prev}, {ip}"))
             }
-            _ => Ok(crate::proxy::ip_header_value(ip)),
+            _ => Ok(rewrite::ip_header_value(ip)),
         }
     }
 

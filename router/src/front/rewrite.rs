@@ -16,9 +16,11 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
+
 /// Hop-by-hop field names, never forwarded (RFC 9110 §7.6.1; RFC 9113 §3.2.1 for
 /// `HTTP2-Settings`; `Proxy-Authorization` is for the proxy, RFC 9110 §11.7.2).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -27,6 +29,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
     "http2-settings",
     "proxy-authorization",
+    "proxy-authenticate",
 ];
 
 /// Fields the router writes itself on every forwarded request.
@@ -71,21 +74,37 @@ pub struct ConnectionTokens<'a> {
     pub upgrade: bool,
     /// The other field names listed (dropped before forwarding).
     pub nominated: Vec<&'a str>,
+    /// Elements seen in all `Connection` fields.
+    elements: usize,
 }
 
-/// At most this many names nominated in `Connection` (nginx and HAProxy accept a handful; a
-/// long list only serves to strip fields).
-pub const MAX_NOMINATED: usize = 8;
+/// At most this many elements in all `Connection` fields together, `close` and repeats
+/// included (Pingora's and Envoy's bound; a long list only serves to strip fields).
+pub const MAX_CONNECTION_ELEMENTS: usize = 9;
+
+/// Fields a `Connection` header may not nominate: the router writes or frames with them.
+const NOT_NOMINABLE: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
 
 impl<'a> ConnectionTokens<'a> {
     /// Adds one `Connection` field value. Refused: a non-token element (a quoted string, bytes
-    /// outside `tchar`), a nominated `Host`, `Content-Length` or `Transfer-Encoding` (they frame
-    /// and route the request), or more than [`MAX_NOMINATED`] names.
+    /// outside `tchar`), a nominated field of [`NOT_NOMINABLE`] (the router routes and frames
+    /// with them), or more than [`MAX_CONNECTION_ELEMENTS`] elements in all.
     pub fn add(&mut self, value: &'a [u8]) -> Result<(), BadConnection> {
         for t in value.split(|&b| b == b',') {
             let t = t.trim_ascii();
             if t.is_empty() {
                 continue;
+            }
+            self.elements += 1;
+            if self.elements > MAX_CONNECTION_ELEMENTS {
+                return Err(BadConnection);
             }
             if !t.iter().all(|&b| is_tchar(b)) {
                 return Err(BadConnection);
@@ -98,15 +117,9 @@ impl<'a> ConnectionTokens<'a> {
                 self.keep_alive = true;
             } else if t.eq_ignore_ascii_case("upgrade") {
                 self.upgrade = true;
-            } else if ["host", "content-length", "transfer-encoding"]
-                .iter()
-                .any(|h| t.eq_ignore_ascii_case(h))
-            {
+            } else if NOT_NOMINABLE.iter().any(|h| t.eq_ignore_ascii_case(h)) {
                 return Err(BadConnection);
             } else {
-                if self.nominated.len() == MAX_NOMINATED {
-                    return Err(BadConnection);
-                }
                 self.nominated.push(t);
             }
         }
@@ -171,10 +184,7 @@ impl RouterFields<'_> {
         put("x-forwarded-proto", self.proto.as_bytes());
         put("x-request-id", self.request_id);
         if let Some(ip) = self.fly_client_ip {
-            put(
-                "fly-client-ip",
-                crate::proxy::ip_header_value(ip).as_bytes(),
-            );
+            put("fly-client-ip", ip_header_value(ip).as_bytes());
         }
         if let Some(up) = self.upgrade {
             put("connection", b"upgrade");
@@ -183,9 +193,52 @@ impl RouterFields<'_> {
     }
 }
 
+/// An address as a header value; IPv4 (the usual client) without the formatting machinery.
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("-"));
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Digits and dots are always a valid header value; the fallback is never taken.
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_header_values_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.200.7",
+            "::1",
+            "fdaa:0:1::3",
+        ] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            assert_eq!(ip_header_value(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn client_fields_kept_and_dropped() {
@@ -235,7 +288,10 @@ mod tests {
             b"close, Content-Length",
             b"Transfer-Encoding",
             b"a b",
-            b"a,b,c,d,e,f,g,h,i",
+            b"a,b,c,d,e,f,g,h,i,j",
+            b"close,close,close,close,close,close,close,close,close,close",
+            b"x-forwarded-for",
+            b"X-Forwarded-Proto",
         ] {
             assert_eq!(
                 ConnectionTokens::default().add(bad),

@@ -1,0 +1,1126 @@
+//! HTTP/1 connections: the loop that reads and judges every request head ([`head`]) and serves
+//! the common requests itself — HTTP/1.1, origin-form target, no request body, no upgrade —
+//! on the connection's own task, with one read and one write per side when the messages fit.
+//! Every other request (request bodies, WebSockets, `Expect`, HTTP/1.0, absolute form, unusual
+//! target bytes, heads over 16 KiB; with `server.fast_path = false` every request) is given
+//! alone to Pingora's engine ([`one::OneRequest`]: exactly its head and body bytes), which hands
+//! the connection back; so heads are judged one way and pipelined requests are answered in
+//! order whichever engine serves each.
+//!
+//! Why a fast path: Pingora's per-request machinery (a ~14 KB boxed future per request, header
+//! maps built and cloned, a `getpeername` per pooled upstream connection) puts its floor at
+//! ~0.6× nginx on the plain forward and costs ~36 KiB per idle keep-alive connection
+//! (docs/performance.md). Both engines route, rewrite and count through `front`, so they give
+//! the same answers; upstream connections come from `upstream`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use http::HeaderName;
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Shutdown, Stream};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
+use crate::front::rewrite::{self, ConnectionTokens};
+use crate::front::{
+    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
+    Notes, Page, Plan, PutHeader, RequestView,
+};
+use crate::metrics::{self, Outcome, UpstreamErrorKind};
+use crate::pages;
+use crate::proxy::EdgeProxy;
+use crate::request_id;
+use crate::shutdown::InFlight;
+use crate::upstream::chunked::{BadChunk, Chunked};
+use crate::upstream::response::{parse_response, Framing, MAX_RESPONSE_HEADERS};
+use crate::upstream::{
+    checkin, end_upstream_head, error_name, put_header, read_response_head, read_some, send_head,
+    Failure, Upstreams, BODY_READ,
+};
+
+mod head;
+mod one;
+
+pub use crate::upstream::chunked::chunked_end;
+pub use crate::upstream::response::judge_response;
+pub use head::{head_is_complete, judge_head, HeadVerdict};
+use head::{parse, refuse, Refusal, ReqBody, Verdict, HEAD_MAX, MAX_HEADERS};
+use one::OneRequest;
+
+/// How long a keep-alive connection may wait for its next request (Pingora's HTTP/1 default).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// After this long idle, a keep-alive connection gives its read buffer back while it waits.
+const IDLE_SHRINK: Duration = Duration::from_secs(1);
+/// Read size for request heads; grows up to [`HEAD_MAX`] for larger heads.
+const HEAD_READ: usize = 2048;
+
+/// What became of one request.
+enum Next {
+    /// Served; the connection can take the next one.
+    KeepAlive,
+    /// Served (or failed); close the connection.
+    Close,
+    /// Not for the fast path: Pingora's engine serves this one request (with this head instead
+    /// of the client's, when set).
+    HandOver(ReqBody, Option<Vec<u8>>),
+}
+
+/// Serves an HTTP/1 connection until it closes. Every request head is read and judged here
+/// (the head deadline, the refusals of `docs/http.md`); with `fast`, simple requests are served
+/// here too, and every other request is given, alone, to Pingora's engine (`pingora`), which
+/// hands the connection back when it is done with it.
+pub(crate) async fn serve(
+    front: &Front,
+    pingora: &Arc<HttpProxy<EdgeProxy>>,
+    fast: bool,
+    mut io: Stream,
+    shutdown: &ShutdownWatch,
+) {
+    let info = ConnInfo::of(&io);
+    let header_timeout = front.config().server.header_timeout;
+    let mut shutdown = shutdown.clone();
+    let mut buf = BytesMut::new();
+    loop {
+        let closing = *shutdown.borrow();
+        let timed_out = match read_head(&mut io, &mut buf, &mut shutdown, header_timeout).await {
+            HeadRead::Complete => false,
+            HeadRead::Closed => {
+                Shutdown::shutdown(&mut *io).await;
+                return;
+            }
+            HeadRead::TimedOut => true,
+        };
+        // Boxed: an idle connection then holds only the small state of `read_head`, not the
+        // ~3 KB of a request in progress (measured by `sizes::future_sizes`).
+        let (next, consumed) = Box::pin(request(
+            front, &mut io, &buf, &info, closing, fast, timed_out,
+        ))
+        .await;
+        match next {
+            Next::KeepAlive => buf.advance(consumed),
+            Next::Close => {
+                Shutdown::shutdown(&mut *io).await;
+                return;
+            }
+            Next::HandOver(body, head) => {
+                let tunnel = body == ReqBody::Tunnel;
+                let one = OneRequest::new(io, &mut buf, consumed, body, head);
+                let mut session = ServerSession::new_http1(Box::new(one));
+                session.set_keepalive(if closing { None } else { Some(60) });
+                let Some(reused) = pingora.process_new_http(session, &shutdown).await else {
+                    return;
+                };
+                let (stream, _) = reused.consume();
+                let Ok(one) = stream.into_any().downcast::<OneRequest>() else {
+                    return;
+                };
+                let (inner, stash) = one.into_parts();
+                io = inner;
+                if tunnel {
+                    // An upgrade the upstream declined: bytes after it may belong to the
+                    // tunnel the client expected, never to a request.
+                    Shutdown::shutdown(&mut *io).await;
+                    return;
+                }
+                buf.unsplit(stash);
+            }
+        }
+    }
+}
+
+enum HeadRead {
+    Complete,
+    Closed,
+    /// The head did not arrive within `server.header_timeout` of its first byte (or it is
+    /// larger than [`HEAD_MAX`], which `request` finds out).
+    TimedOut,
+}
+
+/// Reads until `buf` holds a whole request head, or more than [`HEAD_MAX`] bytes of one.
+async fn read_head(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+    header_timeout: Duration,
+) -> HeadRead {
+    // The head must arrive within `header_timeout` of its first bytes (no slow trickle).
+    let mut deadline = None;
+    loop {
+        if head_complete(buf) || buf.len() > HEAD_MAX {
+            return HeadRead::Complete;
+        }
+        if buf.is_empty() {
+            if *shutdown.borrow() {
+                return HeadRead::Closed;
+            }
+            match wait_idle(io, buf, shutdown).await {
+                Idle::Data => continue,
+                Idle::Closed => return HeadRead::Closed,
+            }
+        }
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
+        buf.reserve(HEAD_READ);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
+            Err(_) => return HeadRead::TimedOut,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+enum Idle {
+    /// Bytes of a request are in `buf` or ready to be read.
+    Data,
+    Closed,
+}
+
+/// Waits for the first bytes of the next request, at most [`KEEPALIVE_IDLE`]. A connection idle
+/// for over [`IDLE_SHRINK`] waits without a read buffer (a 1-byte peek where the stream allows
+/// it), so that idle keep-alive connections cost little memory.
+async fn wait_idle(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Idle {
+    buf.reserve(HEAD_READ);
+    let read = tokio::time::timeout(IDLE_SHRINK, io.read_buf(buf));
+    let first = tokio::select! {
+        r = read => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match first {
+        Ok(Ok(0)) | Ok(Err(_)) => return Idle::Closed,
+        Ok(Ok(_)) => return Idle::Data,
+        Err(_) => {}
+    }
+    *buf = BytesMut::new();
+    let rest = KEEPALIVE_IDLE.saturating_sub(IDLE_SHRINK);
+    let mut one = [0u8; 1];
+    let peeked = tokio::select! {
+        r = tokio::time::timeout(rest, io.try_peek(&mut one)) => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match peeked {
+        Ok(Ok(true)) => return Idle::Data,
+        Ok(Ok(false)) => {}
+        Ok(Err(_)) | Err(_) => return Idle::Closed,
+    }
+    // The stream cannot peek (TLS): wait with a buffer.
+    buf.reserve(HEAD_READ);
+    let read = tokio::time::timeout(rest, io.read_buf(buf));
+    let r = tokio::select! {
+        r = read => r,
+        _ = changed(shutdown) => return Idle::Closed,
+    };
+    match r {
+        Ok(Ok(n)) if n > 0 => Idle::Data,
+        _ => Idle::Closed,
+    }
+}
+
+/// Resolves when the shutdown flag changes; never when its sender is gone.
+async fn changed(shutdown: &mut ShutdownWatch) {
+    if shutdown.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Whether `buf` holds the end of a head: an empty line (CRLF or a bare LF).
+pub(super) fn head_complete(buf: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i + 1;
+        match buf.get(at) {
+            Some(b'\n') => return true,
+            Some(b'\r') if buf.get(at + 1) == Some(&b'\n') => return true,
+            _ => from = at,
+        }
+    }
+    false
+}
+
+/// Bytes a path may carry on the fast path (RFC 3986 unreserved, sub-delims, `:@/?%`); others
+/// go to Pingora, which decides about them as before.
+pub(super) fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'/'
+                        | b'?'
+                        | b'%'
+                )
+        })
+}
+
+/// A parsed fast-path request.
+pub(super) struct H1Request<'a> {
+    pub(super) method: &'a str,
+    pub(super) path: &'a str,
+    pub(super) headers: &'a [httparse::Header<'a>],
+    pub(super) host: Result<Option<&'a str>, BadHost>,
+    /// What the client's `Connection` header says (hop-by-hop names, close).
+    pub(super) conn: ConnectionTokens<'a>,
+}
+
+impl RequestView for H1Request<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn path_and_query(&self) -> &str {
+        self.path
+    }
+    fn host(&self) -> Result<Option<&str>, BadHost> {
+        self.host
+    }
+    fn header(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str();
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+    fn is_upgrade(&self) -> bool {
+        false
+    }
+}
+
+/// Text as `HeaderValue::to_str` accepts it: visible ASCII, space and tab.
+pub(super) fn header_text(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        std::str::from_utf8(v).ok()
+    } else {
+        None
+    }
+}
+
+/// One request: routed, answered or forwarded, counted. Returns what follows and the length
+/// of its head.
+async fn request(
+    front: &Front,
+    io: &mut Stream,
+    buf: &[u8],
+    info: &ConnInfo,
+    closing: bool,
+    fast: bool,
+    timed_out: bool,
+) -> (Next, usize) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (verdict, len) = if timed_out {
+        let r = refuse(408, "The request head did not arrive in time.");
+        (Verdict::Refuse(r), 0)
+    } else {
+        parse(buf, &mut headers, fast)
+    };
+    let req = match verdict {
+        Verdict::Fast(req) => req,
+        Verdict::HandOver(ReqBody::Chunked, _) if chunked_end(&[&buf[len..]]).is_err() => {
+            // What already arrived of the body is malformed: refused here, as any later part
+            // is by `OneRequest` (Pingora's decoder is more lenient than the rule).
+            let r = refuse(400, "The request's chunked body is malformed.");
+            refused(front, io, info, r).await;
+            return (Next::Close, len);
+        }
+        Verdict::HandOver(body, head) => return (Next::HandOver(body, head), len),
+        Verdict::Refuse(r) => {
+            refused(front, io, info, r).await;
+            return (Next::Close, len);
+        }
+    };
+    let _in_flight = InFlight::enter();
+    let start = Instant::now();
+    let request_id = request_id::header_value_from(req.header(&crate::front::X_REQUEST_ID));
+    let rid = request_id::as_str(&request_id);
+    let close = req.conn.close || closing;
+    let mut notes = Notes::default();
+    let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    // For X-Forwarded-For and the access log.
+    let client = front.client_ip(&req, info.peer);
+    let head_only = req.method == "HEAD";
+    let mut done = Done {
+        outcome: Outcome::Error,
+        status: 0,
+        bytes_sent: 0,
+        close,
+        error: "-",
+    };
+    let mut upstream = None;
+    match answer {
+        Answer::Page(p) => {
+            done.outcome = p.outcome;
+            done.close |= p.closes_connection();
+            let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+            page(io, &mut done, &p, rid, json, head_only).await;
+        }
+        Answer::Redirect(location) => {
+            done.outcome = Outcome::Redirect;
+            small(io, &mut done, 308, rid, |put| {
+                redirect_headers(&location, put)
+            })
+            .await;
+        }
+        Answer::Replay { value, cache_ttl } => {
+            done.outcome = Outcome::Replay;
+            small(io, &mut done, 307, rid, |put| {
+                replay_headers(&value, cache_ttl, put)
+            })
+            .await;
+        }
+        Answer::Forward(plan) => {
+            done.outcome = Outcome::Forward;
+            upstream = Some(plan.addr);
+            forward(front, io, &req, &plan, client, rid, &mut done).await;
+        }
+    }
+    front.finish(&Finished {
+        request_id: rid,
+        method: req.method,
+        label: notes.label.as_deref(),
+        outcome: done.outcome,
+        rule: notes.rule,
+        status: done.status,
+        elapsed: start.elapsed(),
+        timed: true,
+        upstream,
+        bytes_sent: done.bytes_sent,
+        bytes_received: 0,
+        client,
+        error: done.error,
+    });
+    let next = if done.close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    };
+    (next, len)
+}
+
+/// A head the router refuses (see [`judge`]): its own page, counted and logged, and the
+/// connection closes (what follows the head cannot be trusted to start a request).
+async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
+    let _in_flight = InFlight::enter();
+    let start = Instant::now();
+    let request_id = request_id::header_value_from(None);
+    let rid = request_id::as_str(&request_id);
+    let mut done = Done {
+        outcome: Outcome::Refused,
+        status: 0,
+        bytes_sent: 0,
+        close: true,
+        error: "-",
+    };
+    let p = Page {
+        status: r.status,
+        outcome: Outcome::Refused,
+        detail: r.detail.into(),
+        retry_after: false,
+    };
+    page(io, &mut done, &p, rid, false, false).await;
+    front.finish(&Finished {
+        request_id: rid,
+        method: "-",
+        label: None,
+        outcome: done.outcome,
+        rule: None,
+        status: done.status,
+        elapsed: start.elapsed(),
+        timed: true,
+        upstream: None,
+        bytes_sent: done.bytes_sent,
+        bytes_received: 0,
+        client: info.peer,
+        error: done.error,
+    });
+}
+
+/// How a request went.
+struct Done {
+    outcome: Outcome,
+    status: u16,
+    /// Response body bytes written to the client.
+    bytes_sent: usize,
+    /// The connection closes after this response.
+    close: bool,
+    /// What failed, for the access log.
+    error: &'static str,
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    // Status codes have three digits (httparse and the router's own answers).
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The standard reason phrase of a status ("Bad Gateway").
+fn canonical_reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
+}
+
+/// Ends a head: the request id, the connection's fate (said explicitly, as nginx and Pingora
+/// do), the empty line.
+fn end_head(out: &mut Vec<u8>, rid: &str, close: bool) {
+    put_header(out, "x-request-id", rid.as_bytes());
+    out.extend_from_slice(if close {
+        b"connection: close\r\n\r\n".as_slice()
+    } else {
+        b"connection: keep-alive\r\n\r\n".as_slice()
+    });
+}
+
+/// Writes all of `bytes` to the client and flushes; a failure or timeout closes the connection.
+async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => true,
+        _ => {
+            done.close = true;
+            done.error = "WriteError";
+            false
+        }
+    }
+}
+
+/// One of the router's own pages.
+async fn page(io: &mut Stream, done: &mut Done, p: &Page, rid: &str, json: bool, head_only: bool) {
+    let mut out = Vec::with_capacity(512);
+    status_line(&mut out, p.status, canonical_reason(p.status));
+    let body = p.render(rid, json, &mut |name, value| {
+        put_header(&mut out, name, value)
+    });
+    end_head(&mut out, rid, done.close);
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    done.status = p.status;
+    if send(io, &out, done).await && !head_only {
+        done.bytes_sent = body.len();
+    }
+}
+
+/// A response without a body (redirects, replays), its headers from `headers`.
+async fn small(
+    io: &mut Stream,
+    done: &mut Done,
+    status: u16,
+    rid: &str,
+    headers: impl FnOnce(PutHeader<'_>),
+) {
+    let mut out = Vec::with_capacity(256);
+    status_line(&mut out, status, canonical_reason(status));
+    headers(&mut |name, value| put_header(&mut out, name, value));
+    end_head(&mut out, rid, done.close);
+    done.status = status;
+    send(io, &out, done).await;
+}
+
+/// The request head sent upstream: the client's fields the policy keeps
+/// ([`rewrite::keep`]), then the router's ([`rewrite::RouterFields`]).
+fn upstream_head(
+    front: &Front,
+    req: &H1Request<'_>,
+    plan: &Plan,
+    client: Option<IpAddr>,
+    rid: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(plan.rewritten.as_deref().unwrap_or(req.path).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let fields = front.router_fields(req, client, rid.as_bytes());
+    fields.write_host(&mut |name, value| put_header(&mut out, name, value));
+    for h in req.headers {
+        if rewrite::keep(h.name, &req.conn.nominated) {
+            put_header(&mut out, h.name, h.value);
+        }
+    }
+    end_upstream_head(&mut out, &fields);
+    out
+}
+
+/// The parts of an upstream response head the relay needs.
+struct ResponseHead {
+    /// The head as sent to the client.
+    out: Vec<u8>,
+    status: u16,
+    framing: Framing,
+    /// The upstream connection can be reused after the body.
+    reusable: bool,
+    /// The client connection must close after the body.
+    close: bool,
+    /// The length of the upstream's head in its buffer.
+    len: usize,
+}
+
+/// Parses an upstream response head at the start of `buf` and writes it for an HTTP/1.1
+/// client. `Ok(None)`: incomplete.
+fn response_head(
+    buf: &[u8],
+    head_only: bool,
+    close: bool,
+    rid: &str,
+) -> Result<Option<ResponseHead>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let Some(parsed) = parse_response(buf, &mut headers, head_only)? else {
+        return Ok(None);
+    };
+    let framing = parsed.framing;
+    let close = close || framing == Framing::Eof { rechunk: false };
+    let mut out = Vec::with_capacity(parsed.len + 64);
+    status_line(&mut out, parsed.status, parsed.reason);
+    parsed.forwarded(|name, value| put_header(&mut out, name, value));
+    if framing == (Framing::Eof { rechunk: true }) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if (100..200).contains(&parsed.status) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        end_head(&mut out, rid, close);
+    }
+    Ok(Some(ResponseHead {
+        out,
+        status: parsed.status,
+        framing,
+        reusable: parsed.reusable,
+        close,
+        len: parsed.len,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Sends the request on `up` and reads the response head (1xx heads are relayed on the way).
+async fn exchange(
+    io: &mut Stream,
+    up: &mut TcpStream,
+    head: &[u8],
+    rbuf: &mut BytesMut,
+    plan: &Plan,
+    write_timeout: Duration,
+    reused: bool,
+    (head_only, close, rid): (bool, bool, &str),
+    done: &mut Done,
+) -> Result<ResponseHead, Failure> {
+    send_head(up, head, write_timeout, reused).await?;
+    // Once an interim head arrived, the upstream has answered: no retry after that.
+    let mut retryable = reused;
+    loop {
+        let parse = |b: &[u8]| response_head(b, head_only, close, rid);
+        let resp = read_response_head(up, rbuf, plan.read_timeout, retryable, parse).await?;
+        if !(100..200).contains(&resp.status) {
+            return Ok(resp);
+        }
+        if resp.status == 101 {
+            return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
+        }
+        // Informational (103 Early Hints): relayed, then the final response.
+        retryable = false;
+        rbuf.advance(resp.len);
+        if !send(io, &resp.out, done).await {
+            return Err(Failure::new(UpstreamErrorKind::Other));
+        }
+    }
+}
+
+/// Forwards the request and relays the response.
+async fn forward(
+    front: &Front,
+    io: &mut Stream,
+    req: &H1Request<'_>,
+    plan: &Plan,
+    client: Option<IpAddr>,
+    rid: &str,
+    done: &mut Done,
+) {
+    let up_conf = &front.config().upstream;
+    let head = upstream_head(front, req, plan, client, rid);
+    let head_only = req.method == "HEAD";
+    let mut rbuf = BytesMut::with_capacity(BODY_READ);
+    let args = (head_only, done.close, rid);
+    let wt = up_conf.write_timeout;
+    let mut upstreams = Upstreams::new(plan.addr, up_conf);
+    let (mut up, resp) = loop {
+        let (mut up, reused) = match upstreams.next().await {
+            Ok(c) => c,
+            Err(f) => return failed(io, req, done, rid, f).await,
+        };
+        rbuf.clear();
+        match exchange(io, &mut up, &head, &mut rbuf, plan, wt, reused, args, done).await {
+            Ok(resp) => break (up, resp),
+            Err(f) if f.retry => continue,
+            Err(f) => return failed(io, req, done, rid, f).await,
+        }
+    };
+    done.status = resp.status;
+    done.close |= resp.close;
+    rbuf.advance(resp.len);
+    match relay(io, &mut up, rbuf, resp, plan.read_timeout, done).await {
+        Ok(true) => checkin(plan.addr, up, up_conf.keepalive_pool),
+        Ok(false) => {}
+        Err(Cut::BeforeHead) => {
+            let f = Failure::new(UpstreamErrorKind::InvalidResponse);
+            failed(io, req, done, rid, f).await
+        }
+        Err(Cut::After(kind)) => {
+            // The head went out: the client can only learn of it by the connection closing.
+            tracing::warn!(error = kind.as_str(), upstream = %plan.addr, "response cut short");
+            metrics::upstream().error(kind);
+            done.close = true;
+            done.outcome = Outcome::Error;
+            done.error = error_name(kind);
+        }
+    }
+}
+
+/// An upstream failure before any response went to the client: a 502/504 page.
+async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str, f: Failure) {
+    metrics::upstream().error(f.kind);
+    tracing::debug!(error = f.kind.as_str(), "upstream failed");
+    let status = f.status();
+    done.outcome = Outcome::Error;
+    done.error = error_name(f.kind);
+    let json = pages::prefers_json(req.header(&http::header::ACCEPT));
+    let head_only = req.method == "HEAD";
+    let p = Page {
+        status,
+        outcome: Outcome::Error,
+        detail: upstream_failure_detail(status).into(),
+        retry_after: false,
+    };
+    page(io, done, &p, rid, json, head_only).await;
+}
+
+/// How a relay failed.
+enum Cut {
+    /// The upstream's body was unusable before anything went to the client.
+    BeforeHead,
+    /// After the head went out.
+    After(UpstreamErrorKind),
+}
+
+impl From<UpstreamErrorKind> for Cut {
+    fn from(kind: UpstreamErrorKind) -> Cut {
+        Cut::After(kind)
+    }
+}
+
+/// Relays the body after the head. `Ok(true)`: the upstream connection can be pooled.
+async fn relay(
+    io: &mut Stream,
+    up: &mut TcpStream,
+    mut rbuf: BytesMut,
+    resp: ResponseHead,
+    read_timeout: Duration,
+    done: &mut Done,
+) -> Result<bool, Cut> {
+    let mut out = resp.out;
+    match resp.framing {
+        Framing::Empty => {
+            let ok = send(io, &out, done).await;
+            Ok(ok && resp.reusable && rbuf.is_empty())
+        }
+        Framing::Length(total) => {
+            let mut left = total;
+            let first = (rbuf.len() as u64).min(left) as usize;
+            out.extend_from_slice(&rbuf[..first]);
+            rbuf.advance(first);
+            left -= first as u64;
+            // More bytes than the length: the connection is out of step; not reused.
+            let extra = !rbuf.is_empty();
+            if !send(io, &out, done).await {
+                return Ok(false);
+            }
+            done.bytes_sent += first;
+            while left > 0 {
+                rbuf.clear();
+                let n = read_some(up, &mut rbuf, read_timeout).await?;
+                if n == 0 {
+                    return Err(Cut::After(UpstreamErrorKind::Closed));
+                }
+                let take = (n as u64).min(left) as usize;
+                if !send(io, &rbuf[..take], done).await {
+                    return Ok(false);
+                }
+                done.bytes_sent += take;
+                left -= take as u64;
+                if take < n {
+                    return Ok(false);
+                }
+            }
+            Ok(resp.reusable && !extra)
+        }
+        Framing::Chunked => {
+            let mut scan = Chunked::default();
+            let mut body = rbuf.split();
+            let mut head_sent = false;
+            loop {
+                let end = match scan.feed(&body) {
+                    Ok(end) => end,
+                    // Nothing went to the client yet: it gets a 502 page instead.
+                    Err(BadChunk) if !head_sent => return Err(Cut::BeforeHead),
+                    Err(BadChunk) => return Err(Cut::After(UpstreamErrorKind::InvalidResponse)),
+                };
+                let take = end.unwrap_or(body.len());
+                out.extend_from_slice(&body[..take]);
+                if !send(io, &out, done).await {
+                    return Ok(false);
+                }
+                head_sent = true;
+                done.bytes_sent += take;
+                if end.is_some() {
+                    return Ok(resp.reusable && take == body.len());
+                }
+                out.clear();
+                body.clear();
+                if read_some(up, &mut body, read_timeout).await? == 0 {
+                    return Err(Cut::After(UpstreamErrorKind::Closed));
+                }
+            }
+        }
+        Framing::Eof { rechunk } => {
+            let mut body = rbuf.split();
+            loop {
+                if !body.is_empty() {
+                    if rechunk {
+                        out.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                        out.extend_from_slice(&body);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&body);
+                    }
+                    done.bytes_sent += body.len();
+                }
+                if !out.is_empty() && !send(io, &out, done).await {
+                    return Ok(false);
+                }
+                out.clear();
+                body.clear();
+                if read_some(up, &mut body, read_timeout).await? == 0 {
+                    if rechunk && !send(io, b"0\r\n\r\n", done).await {
+                        return Ok(false);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_ends_at_an_empty_line() {
+        assert!(!head_complete(b""));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: a\n\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+    }
+
+    /// What the head policy says of `raw`: `Ok(Some((close, host)))` fast path, `Ok(None)`
+    /// handed over, `Err(status)` refused.
+    type FastFacts = (bool, Result<Option<String>, BadHost>);
+
+    fn verdict(raw: &[u8]) -> Result<Option<FastFacts>, u16> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse(raw, &mut headers, true).0 {
+            Verdict::Fast(r) => Ok(Some((r.conn.close, r.host.map(|h| h.map(String::from))))),
+            Verdict::HandOver(..) => Ok(None),
+            Verdict::Refuse(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_only_simple_requests() {
+        let simple = b"GET /a?b=c HTTP/1.1\r\nHost: x.example.com\r\n\r\n";
+        assert_eq!(
+            verdict(simple),
+            Ok(Some((false, Ok(Some("x.example.com".to_string())))))
+        );
+        assert!(
+            verdict(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .is_ok_and(|v| v.is_some_and(|(close, _)| close))
+        );
+        assert!(matches!(
+            verdict(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"),
+            Ok(Some(_))
+        ));
+        for handed in [
+            &b"GET / HTTP/1.0\r\nHost: a\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /{x} HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                verdict(handed),
+                Ok(None),
+                "{:?}",
+                String::from_utf8_lossy(handed)
+            );
+        }
+        let two = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(verdict(two).map(|_| ()), Err(400));
+        let userinfo = b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n";
+        assert_eq!(verdict(userinfo).map(|_| ()), Err(400));
+        let not_text = b"GET / HTTP/1.1\r\nHost: a\x80\r\n\r\n";
+        assert_eq!(
+            verdict(not_text).map(|v| v.map(|t| t.1)),
+            Ok(Some(Err(BadHost)))
+        );
+    }
+
+    #[test]
+    fn heads_nginx_and_haproxy_refuse_are_refused() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        let big_header = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(40_000)
+        );
+        let many: String = (0..130).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        for (raw, status) in [
+            (&b"GARBAGE\r\n\r\n"[..], 400),
+            (b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET host:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Host\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: \"x\"\r\n\r\n", 400),
+            (long_target.as_bytes(), 414),
+            (big_header.as_bytes(), 431),
+            (many.as_bytes(), 431),
+        ] {
+            assert_eq!(verdict(raw).map(|_| ()), Err(status), "{:?}", String::from_utf8_lossy(&raw[..raw.len().min(80)]));
+        }
+    }
+
+    fn scan_all(body: &[u8], piece: usize) -> Result<Option<usize>, BadChunk> {
+        let mut c = Chunked::default();
+        let mut at = 0;
+        for p in body.chunks(piece.max(1)) {
+            if let Some(n) = c.feed(p)? {
+                return Ok(Some(at + n));
+            }
+            at += p.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_end_is_found_in_any_pieces() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for piece in 1..body.len() {
+            assert_eq!(scan_all(body, piece).expect("valid"), Some(end), "{piece}");
+        }
+        assert_eq!(scan_all(b"0\r\n\r\n", 100).expect("valid"), Some(5));
+        assert_eq!(scan_all(b"3\r\nabc\r\n", 100).expect("valid"), None);
+        assert!(scan_all(b"zz\r\n", 100).is_err());
+        assert!(scan_all(b"3\r\nabcX\r\n", 100).is_err());
+        assert!(scan_all(b"ffffffffffffffff\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn chunked_end_is_found_for_generated_bodies() {
+        // A small LCG (no dependency): 400 bodies of random chunk sizes (0–5000, hex in either
+        // case), extensions and trailers, each fed in random pieces, followed by the next
+        // message's bytes; the scanner must stop exactly at the body's end.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n.max(1)
+        };
+        for case in 0..400 {
+            let mut body = Vec::new();
+            for _ in 0..next(6) {
+                let size = next(5000) + 1;
+                let hex = if next(2) == 0 {
+                    format!("{size:x}")
+                } else {
+                    format!("{size:X}")
+                };
+                body.extend_from_slice(hex.as_bytes());
+                if next(3) == 0 {
+                    body.extend_from_slice(b";name=\"v\"");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend((0..size).map(|i| (i % 251) as u8));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            for t in 0..next(3) {
+                body.extend_from_slice(format!("x-t{t}: {case}\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut scan = Chunked::default();
+            let mut at = 0;
+            let found = loop {
+                assert!(at < body.len(), "case {case}: no end found");
+                let piece = ((next(3000) + 1) as usize).min(body.len() - at);
+                if let Some(n) = scan.feed(&body[at..at + piece]).expect("valid") {
+                    break at + n;
+                }
+                at += piece;
+            };
+            assert_eq!(found, end, "case {case}");
+        }
+    }
+
+    #[test]
+    fn response_heads_are_framed() {
+        let h = |raw: &[u8], head_only: bool| {
+            response_head(raw, head_only, false, "rid")
+                .expect("valid")
+                .expect("complete")
+        };
+        let r = h(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            false,
+        );
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(r.reusable && !r.close);
+        let out = String::from_utf8(r.out).expect("text");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(out.contains("Content-Length: 5\r\n") && out.contains("x-request-id: rid\r\n"));
+        assert!(out.ends_with("connection: keep-alive\r\n\r\n"));
+        assert_eq!(out.to_ascii_lowercase().matches("connection").count(), 1);
+
+        let r = h(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert_eq!(r.framing, Framing::Chunked);
+        assert!(!String::from_utf8(r.out)
+            .expect("text")
+            .contains("Content-Length"));
+
+        let r = h(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::Eof { rechunk: true });
+        assert!(!r.reusable && !r.close);
+        assert!(String::from_utf8(r.out)
+            .expect("text")
+            .contains("transfer-encoding: chunked"));
+
+        let r = h(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert_eq!(r.framing, Framing::Empty);
+        let r = h(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!r.reusable);
+        let r = h(b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::Empty);
+        assert!(r.reusable);
+
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"NOPE\r\n\r\n",
+        ] {
+            assert!(response_head(bad, false, false, "rid").is_err());
+        }
+        assert!(response_head(b"HTTP/1.1 200 OK\r\n", false, false, "r")
+            .expect("valid")
+            .is_none());
+    }
+
+    #[test]
+    fn plain_paths() {
+        assert!(plain_path("/a%20b?x=1&y=%2F"));
+        assert!(plain_path("//double"));
+        assert!(!plain_path("*"));
+        assert!(!plain_path("/a b"));
+        assert!(!plain_path("/a\"b"));
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+    use crate::decide::ListenerMode;
+    use crate::front::Shared;
+    use hubify_edge_config::{Config, EMBEDDED_DEFAULT};
+
+    fn front() -> Front {
+        let config = Config::from_toml(EMBEDDED_DEFAULT, "embedded").expect("embedded config");
+        let fly = crate::fly::FlyNet::new(&config.fly, Duration::from_secs(1)).expect("fly");
+        let routes = crate::routes::RouteStore::from_config(&config).expect("routes");
+        let shared = Arc::new(Shared {
+            config,
+            routes,
+            fly: Arc::new(fly),
+        });
+        Front::new(
+            ListenerMode::Plain(hubify_edge_config::Dispatch::Forward),
+            shared,
+        )
+    }
+
+    /// An idle keep-alive connection holds the `read_head` future (the request's state is
+    /// boxed apart): it must stay small, as docs/performance.md's idle-connection figures assume.
+    #[tokio::test]
+    async fn idle_connection_state_is_small() {
+        let front = front();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let tcp = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let mut io: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let mut shutdown = rx.clone();
+        let mut buf = BytesMut::new();
+        let timeout = front.config().server.header_timeout;
+        let idle = std::mem::size_of_val(&read_head(&mut io, &mut buf, &mut shutdown, timeout));
+        assert!(idle < 1024, "read_head future: {idle} bytes");
+    }
+}
