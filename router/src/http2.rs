@@ -40,8 +40,8 @@ use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
 use crate::front::own_head;
 use crate::front::view::PingoraRequest;
 use crate::front::{
-    cookie_field, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer,
-    Finished, Front, Notes, Page, Plan, RequestView, X_REQUEST_ID,
+    cookie_field, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, Done,
+    Front, Notes, Page, Plan, RequestView, Served, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -197,12 +197,7 @@ async fn stream(
         _ => None,
     };
 
-    let mut done = Done {
-        outcome: Outcome::Error,
-        status: 0,
-        bytes_sent: 0,
-        error: "-",
-    };
+    let mut done = Done::new(false);
     let mut upstream = None;
     let mut reset = false;
     let rid = &request_id;
@@ -242,32 +237,16 @@ async fn stream(
             forward.run(front, &mut s, &head, &mut done).await;
         }
     }
-    front.finish(&Finished {
+    let served = Served {
         request_id: request_id::as_str(rid),
         method: method.as_str(),
-        label: notes.label.as_deref(),
-        outcome: done.outcome,
-        rule: notes.rule,
-        status: done.status,
-        elapsed: start.elapsed(),
-        timed: true,
+        notes: &notes,
+        start,
         upstream,
-        bytes_sent: done.bytes_sent,
-        bytes_received: 0,
         client,
-        error: done.error,
-    });
+    };
+    front.finish_served(&served, &done);
     !reset
-}
-
-/// How a stream went.
-struct Done {
-    outcome: Outcome,
-    status: u16,
-    /// Response body bytes sent.
-    bytes_sent: usize,
-    /// What failed, for the access log.
-    error: &'static str,
 }
 
 /// Sends a response head; a failure (the client reset the stream) is noted.

@@ -492,6 +492,42 @@ impl Front {
     }
 }
 
+/// How one request went, filled in by the engine that served it.
+#[derive(Debug)]
+pub struct Done {
+    pub outcome: Outcome,
+    pub status: u16,
+    /// Response body bytes written to the client.
+    pub bytes_sent: usize,
+    /// HTTP/1: the connection closes after this response.
+    pub close: bool,
+    /// What failed, for the access log (Pingora's error type names).
+    pub error: &'static str,
+}
+
+impl Done {
+    /// Nothing answered yet: an error unless the engine says otherwise.
+    pub fn new(close: bool) -> Done {
+        Done {
+            outcome: Outcome::Error,
+            status: 0,
+            bytes_sent: 0,
+            close,
+            error: "-",
+        }
+    }
+}
+
+/// What the router's own engines know of a request when it ends, besides [`Done`].
+pub struct Served<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub notes: &'a Notes,
+    pub start: std::time::Instant,
+    pub upstream: Option<SocketAddr>,
+    pub client: Option<IpAddr>,
+}
+
 /// One finished request, for the metrics and the access log.
 pub struct Finished<'a> {
     pub request_id: &'a str,
@@ -511,6 +547,25 @@ pub struct Finished<'a> {
 }
 
 impl Front {
+    /// [`Front::finish`] for a request the router's own engines served.
+    pub fn finish_served(&self, s: &Served<'_>, d: &Done) {
+        self.finish(&Finished {
+            request_id: s.request_id,
+            method: s.method,
+            label: s.notes.label.as_deref(),
+            outcome: d.outcome,
+            rule: s.notes.rule,
+            status: d.status,
+            elapsed: s.start.elapsed(),
+            timed: true,
+            upstream: s.upstream,
+            bytes_sent: d.bytes_sent,
+            bytes_received: 0,
+            client: s.client,
+            error: d.error,
+        });
+    }
+
     /// Counts a finished request and writes its access-log line (when the access log is on).
     pub fn finish(&self, f: &Finished<'_>) {
         self.metrics

@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
 use crate::front::rewrite::{self, ConnectionTokens};
 use crate::front::{
-    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Finished, Front,
-    Notes, Page, Plan, PutHeader, RequestView,
+    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Done, Front, Notes,
+    Page, Plan, PutHeader, RequestView, Served,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -358,13 +358,7 @@ async fn request(
     // For X-Forwarded-For and the access log.
     let client = front.client_ip(&req, info.peer);
     let head_only = req.method == "HEAD";
-    let mut done = Done {
-        outcome: Outcome::Error,
-        status: 0,
-        bytes_sent: 0,
-        close,
-        error: "-",
-    };
+    let mut done = Done::new(close);
     let mut upstream = None;
     match answer {
         Answer::Page(p) => {
@@ -393,21 +387,15 @@ async fn request(
             forward(front, io, &req, &plan, client, rid, &mut done).await;
         }
     }
-    front.finish(&Finished {
+    let served = Served {
         request_id: rid,
         method: req.method,
-        label: notes.label.as_deref(),
-        outcome: done.outcome,
-        rule: notes.rule,
-        status: done.status,
-        elapsed: start.elapsed(),
-        timed: true,
+        notes: &notes,
+        start,
         upstream,
-        bytes_sent: done.bytes_sent,
-        bytes_received: 0,
         client,
-        error: done.error,
-    });
+    };
+    front.finish_served(&served, &done);
     let next = if done.close {
         Next::Close
     } else {
@@ -423,13 +411,8 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
     let start = Instant::now();
     let request_id = request_id::header_value_from(None);
     let rid = request_id::as_str(&request_id);
-    let mut done = Done {
-        outcome: Outcome::Refused,
-        status: 0,
-        bytes_sent: 0,
-        close: true,
-        error: "-",
-    };
+    let mut done = Done::new(true);
+    done.outcome = Outcome::Refused;
     let p = Page {
         status: r.status,
         outcome: Outcome::Refused,
@@ -437,33 +420,15 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
         retry_after: false,
     };
     page(io, &mut done, &p, rid, false, false).await;
-    front.finish(&Finished {
+    let served = Served {
         request_id: rid,
         method: "-",
-        label: None,
-        outcome: done.outcome,
-        rule: None,
-        status: done.status,
-        elapsed: start.elapsed(),
-        timed: true,
+        notes: &Notes::default(),
+        start,
         upstream: None,
-        bytes_sent: done.bytes_sent,
-        bytes_received: 0,
         client: info.peer,
-        error: done.error,
-    });
-}
-
-/// How a request went.
-struct Done {
-    outcome: Outcome,
-    status: u16,
-    /// Response body bytes written to the client.
-    bytes_sent: usize,
-    /// The connection closes after this response.
-    close: bool,
-    /// What failed, for the access log.
-    error: &'static str,
+    };
+    front.finish_served(&served, &done);
 }
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
