@@ -456,3 +456,78 @@ async fn odd_upstream_heads_get_the_same_answer_on_both_engines() {
         assert_eq!(r.body, b"hello", "fast={fast}");
     }
 }
+
+/// Reads HTTP/2 frames until `bound`: (type, flags, stream) of each.
+async fn read_frames(
+    tls: &mut (impl tokio::io::AsyncRead + Unpin),
+    bound: Duration,
+) -> Vec<(u8, u8, u32)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(bound, async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = (usize::from(got[at]) << 16)
+            | (usize::from(got[at + 1]) << 8)
+            | usize::from(got[at + 2]);
+        let stream =
+            u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]]) & 0x7fff_ffff;
+        frames.push((got[at + 3], got[at + 4], stream));
+        at += 9 + len;
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_http2_field_resets_its_stream_only() {
+    use hubify_edge_tests::client::{tls_connect, Trust, ALPN_H2};
+    use tokio::io::AsyncWriteExt;
+    for fast in ENGINES {
+        let s = stack(fast, RawUpstream::always(Reply::ok(b"ok")).await).await;
+        // Malformed in HTTP/2 (RFC 9113 §8.2): a connection-specific field, `te` other than
+        // `trailers`. (An upper-case name or a CR in a value is a connection error in the h2
+        // crate the HTTP/2 layer uses: GOAWAY; docs/http.md says so.)
+        for (name, value) in [(&b"connection"[..], &b"close"[..]), (b"te", b"gzip")] {
+            let mut tls = tls_connect(s.cfg.https_port(), ALICE, ALPN_H2, &Trust::any())
+                .await
+                .expect("TLS");
+            let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            out.extend(frame(0x4, 0, 0, &[]));
+            let mut good = vec![0x82, 0x87, 0x84, 0x01, ALICE.len() as u8];
+            good.extend_from_slice(ALICE.as_bytes());
+            let mut bad = good.clone();
+            bad.extend_from_slice(&[0x00, name.len() as u8]);
+            bad.extend_from_slice(name);
+            bad.extend_from_slice(&[value.len() as u8]);
+            bad.extend_from_slice(value);
+            let what = format!("fast={fast} {}", String::from_utf8_lossy(name));
+            out.extend(frame(0x1, 0x5, 1, &bad));
+            // Stream 3: a good request on the same connection.
+            out.extend(frame(0x1, 0x5, 3, &good));
+            tls.write_all(&out).await.expect("write");
+            let frames = read_frames(&mut tls, Duration::from_secs(2)).await;
+            assert!(
+                frames.iter().any(|&(t, _, id)| t == 0x3 && id == 1),
+                "{what}: stream 1 not reset: {frames:?}"
+            );
+            assert!(
+                frames.iter().any(|&(t, _, id)| t == 0x1 && id == 3),
+                "{what}: stream 3 not answered: {frames:?}"
+            );
+            assert!(
+                !frames.iter().any(|&(t, _, _)| t == 0x7),
+                "{what}: GOAWAY for one malformed stream: {frames:?}"
+            );
+        }
+    }
+}
