@@ -318,7 +318,7 @@ fn upstream_head(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = front.router_fields(req, client, rid.as_bytes());
-    fields.write_host(&mut |name, value| put_header(&mut out, name, value));
+    fields.write_host(|name: &'static str, value: &[u8]| put_header(&mut out, name, value));
     for (name, value) in r.headers.iter() {
         if *name != http::header::COOKIE && rewrite::keep(name.as_str(), &[]) {
             put_header(&mut out, name.as_str(), value.as_bytes());

@@ -305,7 +305,7 @@ impl ProxyHttp for EdgeProxy {
             .front
             .router_fields(&view, client, ctx.request_id.as_bytes());
         let mut result = Ok(());
-        fields.write_host(&mut |name, value| {
+        fields.write_host(|name: &'static str, value: &[u8]| {
             if result.is_ok() {
                 result = upstream.insert_header(name, value).map(|_| ());
             }
@@ -318,7 +318,7 @@ impl ProxyHttp for EdgeProxy {
             upstream.append_header(COOKIE, cookie)?;
         }
         let mut result = Ok(());
-        fields.write(&mut |name, value| {
+        fields.write(|name: &'static str, value: &[u8]| {
             if result.is_ok() {
                 result = upstream.append_header(name, value).map(|_| ());
             }

@@ -527,7 +527,7 @@ fn upstream_head(
     out.extend_from_slice(plan.rewritten.as_deref().unwrap_or(req.path).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = front.router_fields(req, client, rid.as_bytes());
-    fields.write_host(&mut |name, value| put_header(&mut out, name, value));
+    fields.write_host(|name: &'static str, value: &[u8]| put_header(&mut out, name, value));
     for h in req.headers {
         if rewrite::keep(h.name, &req.conn.nominated) {
             put_header(&mut out, h.name, h.value);

@@ -237,6 +237,7 @@ pub(crate) fn error_name(kind: UpstreamErrorKind) -> &'static str {
 }
 
 /// Appends `name: value\r\n`.
+#[inline]
 pub(crate) fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -247,6 +248,6 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// Ends a request head sent upstream (both client protocols): the router's fields, the empty
 /// line.
 pub(crate) fn end_upstream_head(out: &mut Vec<u8>, fields: &rewrite::RouterFields<'_>) {
-    fields.write(&mut |name, value| put_header(out, name, value));
+    fields.write(|name: &'static str, value: &[u8]| put_header(out, name, value));
     out.extend_from_slice(b"\r\n");
 }
