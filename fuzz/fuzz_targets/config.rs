@@ -3,7 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Err(e) = hubify_edge_config::Config::from_toml(s, "fuzz.toml") {
         assert_eq!(e.file, "fuzz.toml");
     }

@@ -4,7 +4,9 @@ use hubify_edge::host::{classify, normalize_host, HostMatch};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Some(h) = normalize_host(s) {
         if let HostMatch::Workspace(label) = classify(&h, "hubify.com") {
             assert!(hubify_edge_config::is_valid_label(&label));
