@@ -531,3 +531,44 @@ async fn a_malformed_http2_field_resets_its_stream_only() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_and_logged_on_both_engines() {
+    for fast in ENGINES {
+        let up = RawUpstream::always(Reply::ok(b"ok")).await;
+        let s = stack_with(fast, up, |c| c.with_ops()).await;
+        for raw in [
+            "GARBAGE\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: alice.hubify.test\r\n\r\n",
+        ] {
+            let mut conn = RawConn::plain(s.cfg.http_port()).await;
+            let _ = conn.try_send(raw.as_bytes()).await;
+            let r = conn.read(false).await;
+            assert_eq!(r.status, 400, "fast={fast}");
+        }
+        // Counted after the page went out: scraped until it shows (bounded).
+        let ops = s.cfg.ops.expect("ops listener");
+        let series = r#"hubify_requests_total{listener="http",outcome="refused",rule="none",status_class="4xx"} 2"#;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let metrics = loop {
+            let mut conn = RawConn::plain(ops).await;
+            let m = conn
+                .roundtrip("GET /metrics HTTP/1.1\r\nHost: ops\r\n\r\n")
+                .await;
+            let text = m.text();
+            if text.lines().any(|l| l == series) || std::time::Instant::now() > deadline {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "fast={fast}: no `{series}` in /metrics:\n{metrics}"
+        );
+        let line = s
+            .router
+            .wait_for_log("status=400", Duration::from_secs(5))
+            .await;
+        assert!(line.contains("refused"), "fast={fast}: {line}");
+    }
+}
