@@ -147,3 +147,84 @@ pub fn chunked_end(pieces: &[&[u8]]) -> Result<(Option<usize>, Vec<u8>), BadChun
     }
     Ok((None, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(body: &[u8], piece: usize) -> Result<Option<usize>, BadChunk> {
+        let mut c = Chunked::default();
+        let mut at = 0;
+        for p in body.chunks(piece.max(1)) {
+            if let Some(n) = c.feed(p)? {
+                return Ok(Some(at + n));
+            }
+            at += p.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_end_is_found_in_any_pieces() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for piece in 1..body.len() {
+            assert_eq!(scan_all(body, piece).expect("valid"), Some(end), "{piece}");
+        }
+        assert_eq!(scan_all(b"0\r\n\r\n", 100).expect("valid"), Some(5));
+        assert_eq!(scan_all(b"3\r\nabc\r\n", 100).expect("valid"), None);
+        assert!(scan_all(b"zz\r\n", 100).is_err());
+        assert!(scan_all(b"3\r\nabcX\r\n", 100).is_err());
+        assert!(scan_all(b"ffffffffffffffff\r\n", 100).is_err());
+    }
+
+    #[test]
+    fn chunked_end_is_found_for_generated_bodies() {
+        // A small LCG (no dependency): 400 bodies of random chunk sizes (0–5000, hex in either
+        // case), extensions and trailers, each fed in random pieces, followed by the next
+        // message's bytes; the scanner must stop exactly at the body's end.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n.max(1)
+        };
+        for case in 0..400 {
+            let mut body = Vec::new();
+            for _ in 0..next(6) {
+                let size = next(5000) + 1;
+                let hex = if next(2) == 0 {
+                    format!("{size:x}")
+                } else {
+                    format!("{size:X}")
+                };
+                body.extend_from_slice(hex.as_bytes());
+                if next(3) == 0 {
+                    body.extend_from_slice(b";name=\"v\"");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend((0..size).map(|i| (i % 251) as u8));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            for t in 0..next(3) {
+                body.extend_from_slice(format!("x-t{t}: {case}\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut scan = Chunked::default();
+            let mut at = 0;
+            let found = loop {
+                assert!(at < body.len(), "case {case}: no end found");
+                let piece = ((next(3000) + 1) as usize).min(body.len() - at);
+                if let Some(n) = scan.feed(&body[at..at + piece]).expect("valid") {
+                    break at + n;
+                }
+                at += piece;
+            };
+            assert_eq!(found, end, "case {case}");
+        }
+    }
+}
