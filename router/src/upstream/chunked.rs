@@ -227,4 +227,27 @@ mod tests {
             assert_eq!(found, end, "case {case}");
         }
     }
+
+    #[test]
+    fn line_ends_are_crlf_and_extensions_have_no_control_bytes() {
+        for bad in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3;x\nabc\r\n0\r\n\r\n",
+            b"3;a\x01b\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\n0\r\n\r\n",
+            b"0\r\nX: y\n\r\n",
+            b"0\r\n\n",
+            b"\r\n",
+        ] {
+            assert!(
+                scan_all(bad, 100).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            scan_all(b"3;a=\"b\tc\"\r\nabc\r\n0\r\n\r\n", 100).expect("valid"),
+            Some(21)
+        );
+    }
 }
