@@ -51,7 +51,7 @@ use crate::upstream::chunked::{BadChunk, Chunked};
 use crate::upstream::response::{parse_response, Framing};
 use crate::upstream::{
     checkin, end_upstream_head, error_name, put_header, read_response_head, read_some, send_head,
-    Failure, Upstreams, BODY_READ,
+    start_upstream_head, Failure, Upstreams, BODY_READ,
 };
 
 /// Malformed streams a connection may open before it is closed (Pingora's budget).
@@ -311,14 +311,9 @@ fn upstream_head(
     rid: &HeaderValue,
 ) -> Vec<u8> {
     let r = req.req;
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(r.method.as_str().as_bytes());
-    out.push(b' ');
-    let path = plan.rewritten.as_deref().unwrap_or(req.path_and_query());
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = front.router_fields(req, client, rid.as_bytes());
-    fields.write_host(|name: &'static str, value: &[u8]| put_header(&mut out, name, value));
+    let target = plan.rewritten.as_deref().unwrap_or(req.path_and_query());
+    let mut out = start_upstream_head(r.method.as_str(), target, &fields);
     for (name, value) in r.headers.iter() {
         if *name != http::header::COOKIE && rewrite::keep(name.as_str(), &[]) {
             put_header(&mut out, name.as_str(), value.as_bytes());

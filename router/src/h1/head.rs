@@ -78,24 +78,21 @@ pub(super) fn check_fields<'a>(
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
             // One field with one value: a list or a repeated field reaches upstreams that read
-            // it differently (nginx refuses it too).
-            if length.is_some() || h.value.contains(&b',') {
+            // it differently (nginx refuses it too). A comma is not a digit, so a list fails
+            // the digits test.
+            if length.is_some() {
                 return Err(BAD_FRAMING);
             }
-            for v in h.value.split(|&b| b == b',') {
-                let v = v.trim_ascii();
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .filter(|v| {
-                        !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit())
-                    })
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or(BAD_FRAMING)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(BAD_FRAMING);
-                }
-                length = Some(n);
+            let v = h.value.trim_ascii();
+            if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(BAD_FRAMING);
             }
+            // 1–18 ASCII digits: always text, always below u64::MAX.
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(BAD_FRAMING)?;
+            length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if te.is_some() {
                 return Err(BAD_FRAMING);
@@ -139,6 +136,36 @@ pub(super) fn check_fields<'a>(
     })
 }
 
+const UNREADABLE: Refusal = refuse(400, "The request could not be read.");
+const HEAD_TOO_LARGE: Refusal = refuse(431, "The request's header section is too large.");
+
+/// The length of the head httparse found, or the refusal; `Ok(None)`: more fields than the
+/// storage it was given.
+fn head_len(parsed: httparse::Result<usize>, buf_len: usize) -> Result<Option<usize>, Refusal> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len <= HEAD_MAX => Ok(Some(len)),
+        Err(httparse::Error::TooManyHeaders) => Ok(None),
+        Ok(_) if buf_len > HEAD_MAX => Err(HEAD_TOO_LARGE),
+        _ => Err(UNREADABLE),
+    }
+}
+
+/// The verdict for a head Pingora's engine serves: its body framing, and its head in origin
+/// form when it came in absolute form.
+fn handed_over(
+    method: &str,
+    target: &str,
+    version: u8,
+    headers: &[httparse::Header<'_>],
+    body: ReqBody,
+    len: usize,
+) -> (Verdict<'static>, usize) {
+    match origin_form(method, target, version, headers) {
+        Ok(head) => (Verdict::HandOver(body, head), len),
+        Err(r) => (Verdict::Refuse(r), len),
+    }
+}
+
 /// Judges the head at the start of `buf` (complete, or over [`HEAD_MAX`]): the fast path takes
 /// it (when `fast`), Pingora's engine takes it, or the router refuses it. Returns the verdict and
 /// the head's length.
@@ -148,81 +175,59 @@ pub(super) fn parse<'a>(
     fast: bool,
 ) -> (Verdict<'a>, usize) {
     let mut req = httparse::Request::new(headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= HEAD_MAX => len,
-        Ok(_) if buf.len() > HEAD_MAX => {
-            return (
-                Verdict::Refuse(refuse(431, "The request's header section is too large.")),
-                0,
-            )
-        }
-        Err(httparse::Error::TooManyHeaders) => return many_headers(buf),
-        _ => {
-            return (
-                Verdict::Refuse(refuse(400, "The request could not be read.")),
-                0,
-            )
-        }
+    let len = match head_len(req.parse(buf), buf.len()) {
+        Ok(Some(len)) => len,
+        Ok(None) => return many_headers(buf),
+        Err(r) => return (Verdict::Refuse(r), 0),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return (
-            Verdict::Refuse(refuse(400, "The request could not be read.")),
-            0,
-        );
+        return (Verdict::Refuse(UNREADABLE), 0);
     };
     let headers: &'a [httparse::Header<'a>] = req.headers;
-    match judge(method, target, version, headers) {
-        Err(r) => (Verdict::Refuse(r), len),
-        Ok(f) => {
-            let fast = fast
-                && len <= HEAD_LIMIT
-                && version == 1
-                && !f.special
-                && f.body == ReqBody::Length(0)
-                && plain_path(target);
-            if fast {
-                let req = H1Request {
-                    method,
-                    path: target,
-                    headers,
-                    host: f.host,
-                    conn: f.conn,
-                };
-                (Verdict::Fast(req), len)
-            } else {
-                match origin_form(method, target, version, headers) {
-                    Ok(head) => (Verdict::HandOver(f.body, head), len),
-                    Err(r) => (Verdict::Refuse(r), len),
-                }
-            }
-        }
+    let f = match judge(method, target, version, headers) {
+        Ok(f) => f,
+        Err(r) => return (Verdict::Refuse(r), len),
+    };
+    let fast = fast
+        && len <= HEAD_LIMIT
+        && version == 1
+        && !f.special
+        && f.body == ReqBody::Length(0)
+        && plain_path(target);
+    if !fast {
+        return handed_over(method, target, version, headers, f.body, len);
     }
+    let req = H1Request {
+        method,
+        path: target,
+        headers,
+        host: f.host,
+        conn: f.conn,
+    };
+    (Verdict::Fast(req), len)
 }
 
-/// A head with more than [`MAX_HEADERS`] fields: judged with room for [`MAX_HEADERS_ANY`].
+/// A head with more than [`MAX_HEADERS`] fields: judged with room for [`MAX_HEADERS_ANY`]
+/// (never the fast path).
 pub(super) fn many_headers(buf: &[u8]) -> (Verdict<'static>, usize) {
-    let refused = |r| (Verdict::Refuse(r), 0);
     let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS_ANY];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) if len <= HEAD_MAX => len,
-        Err(httparse::Error::TooManyHeaders) => {
-            return refused(refuse(431, "The request has too many header fields."))
+    let len = match head_len(req.parse(buf), buf.len()) {
+        Ok(Some(len)) => len,
+        Ok(None) => {
+            return (
+                Verdict::Refuse(refuse(431, "The request has too many header fields.")),
+                0,
+            )
         }
-        Ok(_) if buf.len() > HEAD_MAX => {
-            return refused(refuse(431, "The request's header section is too large."))
-        }
-        _ => return refused(refuse(400, "The request could not be read.")),
+        Err(r) => return (Verdict::Refuse(r), 0),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return refused(refuse(400, "The request could not be read."));
+        return (Verdict::Refuse(UNREADABLE), 0);
     };
     match judge(method, target, version, req.headers) {
         Err(r) => (Verdict::Refuse(r), len),
-        Ok(f) => match origin_form(method, target, version, req.headers) {
-            Ok(head) => (Verdict::HandOver(f.body, head), len),
-            Err(r) => (Verdict::Refuse(r), len),
-        },
+        Ok(f) => handed_over(method, target, version, req.headers, f.body, len),
     }
 }
 

@@ -42,7 +42,7 @@ use crate::upstream::chunked::{BadChunk, Chunked};
 use crate::upstream::response::{parse_response, Framing, MAX_RESPONSE_HEADERS};
 use crate::upstream::{
     checkin, end_upstream_head, error_name, put_header, read_response_head, read_some, send_head,
-    Failure, Upstreams, BODY_READ,
+    start_upstream_head, Failure, Upstreams, BODY_READ,
 };
 
 mod head;
@@ -521,13 +521,9 @@ fn upstream_head(
     client: Option<IpAddr>,
     rid: &str,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(plan.rewritten.as_deref().unwrap_or(req.path).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = front.router_fields(req, client, rid.as_bytes());
-    fields.write_host(|name: &'static str, value: &[u8]| put_header(&mut out, name, value));
+    let target = plan.rewritten.as_deref().unwrap_or(req.path);
+    let mut out = start_upstream_head(req.method, target, &fields);
     for h in req.headers {
         if rewrite::keep(h.name, &req.conn.nominated) {
             put_header(&mut out, h.name, h.value);

@@ -245,6 +245,22 @@ pub(crate) fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Starts a request head sent upstream (both client protocols): the request line (HTTP/1.1)
+/// and the router's `Host`, first (RFC 9112 §3.2).
+pub(crate) fn start_upstream_head(
+    method: &str,
+    target: &str,
+    fields: &rewrite::RouterFields<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    fields.write_host(|name: &'static str, value: &[u8]| put_header(&mut out, name, value));
+    out
+}
+
 /// Ends a request head sent upstream (both client protocols): the router's fields, the empty
 /// line.
 pub(crate) fn end_upstream_head(out: &mut Vec<u8>, fields: &rewrite::RouterFields<'_>) {
