@@ -14,11 +14,13 @@ fn bench(c: &mut Criterion) {
         timeout: Some(Duration::from_secs(5)),
         fallback: Some(Fallback::ForceSelf),
         cache_ttl: Duration::ZERO,
+        state: None,
     };
     let cached = Replay {
         timeout: None,
         fallback: None,
         cache_ttl: Duration::from_secs(300),
+        state: None,
     };
     assert_eq!(
         fly_replay_header("hubify-workspace", "90801679a10038", &plain).as_deref(),

@@ -62,7 +62,34 @@ pub struct Config {
     pub fly: Fly,
     pub replay: Replay,
     pub acme: Option<Acme>,
+    /// `[auth]`: present when any path rule has `auth = "token"` (and only then required).
+    pub auth: Option<Auth>,
     pub log: Log,
+}
+
+/// Who may use a path rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PathAuth {
+    /// Anyone (the workspace does its own checks).
+    #[default]
+    Public,
+    /// A Hubify token or the router's session holding this scope.
+    Token { scope: std::sync::Arc<str> },
+}
+
+/// `[auth]`: how the router verifies the Hubify API's tokens.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// The JWKS file with the API's public keys (re-read when it changes).
+    pub jwks: PathBuf,
+    /// Tokens valid for longer than this (`exp - iat`) are refused.
+    pub max_token_lifetime: Duration,
+    /// Lifetime of the router's session cookie.
+    pub session_ttl: Duration,
+    /// Where a refused browser is sent to get a token (`?return_to=<url>` is appended).
+    pub login_url: Option<String>,
+    /// Allowed clock skew on `exp`, `nbf` and `iat` (at most 60 s).
+    pub leeway: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +192,7 @@ pub struct PathRule {
     pub idle_timeout: Option<Duration>,
     /// Bounded name for metrics and logs (`terminal`, `dashboard`, `gateway`).
     pub name: String,
+    pub auth: PathAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +214,8 @@ pub struct Replay {
     pub fallback: Option<Fallback>,
     /// Zero: no replay cache headers.
     pub cache_ttl: Duration,
+    /// `state=<value>` on every replay (from the environment variable `state_key_env` names).
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -391,7 +421,17 @@ impl Validator<'_> {
             timeout: raw.replay.timeout.map(|c| c.0),
             fallback: raw.replay.fallback,
             cache_ttl: d(raw.replay.cache_ttl, Duration::ZERO),
+            state: match raw.replay.state_key_env {
+                None => None,
+                Some(var) => Some(self.replay_state(&var)?),
+            },
         };
+        if replay.state.is_some() && !replay.cache_ttl.is_zero() {
+            return Err(self.err(
+                "replay.state_key_env",
+                "Fly does not accept `state` together with the replay cache (replay.cache_ttl)",
+            ));
+        }
         if !replay.cache_ttl.is_zero() && replay.cache_ttl < Duration::from_secs(10) {
             return Err(self.err(
                 "replay.cache_ttl",
@@ -411,6 +451,8 @@ impl Validator<'_> {
         if matches!(tls.source, TlsSource::Acme) && acme.is_none() {
             return Err(self.err("acme", "tls.source = \"acme\" needs an [acme] section"));
         }
+
+        let auth = self.auth(raw.auth, &paths)?;
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         let log = Log {
@@ -433,8 +475,77 @@ impl Validator<'_> {
             fly,
             replay,
             acme,
+            auth,
             log,
         })
+    }
+
+    fn replay_state(&self, var: &str) -> Result<String, ConfigError> {
+        let key = "replay.state_key_env";
+        let value = std::env::var(var)
+            .map_err(|_| self.err(key, format!("the environment variable {var:?} is not set")))?;
+        if value.len() < 16
+            || value.len() > 128
+            || !value
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(self.err(
+                key,
+                format!("the value of {var:?} must be 16-128 of a-z, A-Z, 0-9, '-', '_'"),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn auth(
+        &self,
+        raw: Option<surface::Auth>,
+        paths: &[PathRule],
+    ) -> Result<Option<Auth>, ConfigError> {
+        let protected = paths
+            .iter()
+            .position(|p| matches!(p.auth, PathAuth::Token { .. }));
+        let Some(raw) = raw else {
+            return match protected {
+                Some(_) => Err(self.err(
+                    "auth.jwks",
+                    "a path rule has auth = \"token\": [auth] jwks must name the JWKS file",
+                )),
+                None => Ok(None),
+            };
+        };
+        let Some(jwks) = raw.jwks else {
+            return Err(self.err(
+                "auth.jwks",
+                "missing: the JWKS file with the API's public keys",
+            ));
+        };
+        let auth = Auth {
+            jwks,
+            max_token_lifetime: d(raw.max_token_lifetime, Duration::from_secs(600)),
+            session_ttl: d(raw.session_ttl, Duration::from_secs(12 * 3600)),
+            login_url: raw.login_url,
+            leeway: d(raw.leeway, Duration::from_secs(30)),
+        };
+        if auth.max_token_lifetime.is_zero() {
+            return Err(self.err("auth.max_token_lifetime", "must be greater than zero"));
+        }
+        if auth.session_ttl.is_zero() {
+            return Err(self.err("auth.session_ttl", "must be greater than zero"));
+        }
+        if auth.leeway > Duration::from_secs(60) {
+            return Err(self.err("auth.leeway", "must be at most 60s"));
+        }
+        if let Some(u) = &auth.login_url {
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.bytes()
+                    .any(|c| c <= b' ' || c == 0x7f || c == b'"' || c == b'<' || c == b'>')
+            {
+                return Err(self.err("auth.login_url", "must be an http(s):// URL"));
+            }
+        }
+        Ok(Some(auth))
     }
 
     fn listeners(&self, raw: surface::Listeners) -> Result<Listeners, ConfigError> {
@@ -637,6 +748,8 @@ impl Validator<'_> {
                     strip_prefix: true,
                     idle_timeout: Some(ConfDuration(Duration::from_secs(3600))),
                     name: None,
+                    auth: None,
+                    scope: None,
                 },
                 surface::Path {
                     prefix: "/dashboard".into(),
@@ -644,6 +757,8 @@ impl Validator<'_> {
                     strip_prefix: false,
                     idle_timeout: None,
                     name: None,
+                    auth: None,
+                    scope: None,
                 },
                 surface::Path {
                     prefix: "/".into(),
@@ -651,6 +766,8 @@ impl Validator<'_> {
                     strip_prefix: false,
                     idle_timeout: None,
                     name: None,
+                    auth: None,
+                    scope: None,
                 },
             ]
         });
@@ -702,6 +819,40 @@ impl Validator<'_> {
                 }
                 None => default_rule_name(&prefix),
             };
+            let auth = match (p.auth.as_deref(), p.scope) {
+                (None | Some("public"), None) => PathAuth::Public,
+                (None | Some("public"), Some(_)) => {
+                    return Err(self.err(key("scope"), "applies only with auth = \"token\""))
+                }
+                (Some("token"), None) => {
+                    return Err(self.err(
+                        key("scope"),
+                        "auth = \"token\" needs the scope a token must hold (\"terminal\")",
+                    ))
+                }
+                (Some("token"), Some(scope)) => {
+                    if scope.is_empty()
+                        || scope.len() > 64
+                        || !scope
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+                    {
+                        return Err(self.err(
+                            key("scope"),
+                            "must be 1-64 of a-z, A-Z, 0-9, '_', '-', '.', ':' (one scope name)",
+                        ));
+                    }
+                    PathAuth::Token {
+                        scope: scope.into(),
+                    }
+                }
+                (Some(other), _) => {
+                    return Err(self.err(
+                        key("auth"),
+                        format!("{other:?} is not \"public\" or \"token\""),
+                    ))
+                }
+            };
             if let Some(j) = rules.iter().position(|r| r.prefix == prefix) {
                 return Err(self.err(
                     key("prefix"),
@@ -714,6 +865,7 @@ impl Validator<'_> {
                 strip_prefix: p.strip_prefix,
                 idle_timeout: p.idle_timeout.map(|c| c.0),
                 name,
+                auth,
             });
         }
         if rules.is_empty() {

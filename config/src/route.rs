@@ -29,6 +29,8 @@ pub struct Route {
     pub region: Option<Arc<str>>,
     /// Explicit address: used instead of a 6PN lookup (off-Fly deployments, local development).
     pub address: Option<IpAddr>,
+    /// Sessions issued under another epoch are refused (`hubify-edge routes revoke` bumps it).
+    pub auth_epoch: u64,
 }
 
 /// Why a route record is not usable; `field` is the record's field name.
@@ -121,6 +123,7 @@ impl Route {
             machine_id,
             region,
             address,
+            auth_epoch: 0,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -32,8 +33,20 @@ pub struct File {
     #[serde(default)]
     pub replay: Replay,
     pub acme: Option<Acme>,
+    pub auth: Option<Auth>,
     #[serde(default)]
     pub log: Log,
+}
+
+/// `[auth]`: verifying the Hubify API's tokens for protected path rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub jwks: Option<PathBuf>,
+    pub max_token_lifetime: Option<ConfDuration>,
+    pub session_ttl: Option<ConfDuration>,
+    pub login_url: Option<String>,
+    pub leeway: Option<ConfDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +182,10 @@ pub struct Path {
     pub strip_prefix: bool,
     pub idle_timeout: Option<ConfDuration>,
     pub name: Option<String>,
+    /// `"public"` (the default) or `"token"`.
+    pub auth: Option<String>,
+    /// The scope a token or session must hold (`auth = "token"` only).
+    pub scope: Option<String>,
 }
 
 /// The apex (`@`) or a reserved label (`www`, `api`): not a workspace.
@@ -202,6 +219,8 @@ pub struct Replay {
     pub timeout: Option<ConfDuration>,
     pub fallback: Option<Fallback>,
     pub cache_ttl: Option<ConfDuration>,
+    /// The environment variable holding the `state` value added to every replay.
+    pub state_key_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

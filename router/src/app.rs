@@ -32,6 +32,8 @@ pub enum StartError {
     Listener(String),
     #[error("route store: {0}")]
     Routes(#[from] crate::routes::redis::RedisStoreError),
+    #[error("{0}")]
+    Auth(String),
 }
 
 fn whole_seconds(d: Duration) -> u64 {
@@ -110,6 +112,26 @@ fn edge_app(conf: &Arc<ServerConf>, mode: ListenerMode, shared: &Arc<Shared>) ->
     EdgeApp::new(front, pingora, shared.config.server.fast_path)
 }
 
+/// The access checker of `[auth]`: the JWKS file loaded and watched, the session keys read.
+pub fn start_auth(config: &Config) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
+    use crate::auth::{Auth, SessionKeys, SESSION_KEY_ENV};
+    let Some(conf) = &config.auth else {
+        return Ok(None);
+    };
+    let keys = SessionKeys::from_env().map_err(|e| StartError::Auth(e.to_string()))?;
+    if keys.ephemeral {
+        tracing::warn!(
+            "{SESSION_KEY_ENV} is not set: sessions are signed with a random key and hold only \
+             on this process (set the same key on every replica)"
+        );
+    }
+    let auth =
+        Arc::new(Auth::new(conf.clone(), keys).map_err(|e| StartError::Auth(e.to_string()))?);
+    auth.watch(std::time::Duration::from_secs(1))
+        .map_err(|e| StartError::Auth(format!("cannot start the JWKS watcher: {e}")))?;
+    Ok(Some(auth))
+}
+
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM.
 pub fn build(config: Config) -> Result<Server, StartError> {
     crate::metrics::init();
@@ -126,10 +148,12 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let ops_addr = config.ops;
     let fly = crate::fly::FlyNet::new(&config.fly, config.upstream.connect_timeout)
         .map_err(StartError::Listener)?;
+    let auth = start_auth(&config)?;
     let shared = Arc::new(Shared {
         config,
         routes,
         fly: Arc::new(fly),
+        auth,
     });
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {

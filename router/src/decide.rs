@@ -664,6 +664,7 @@ mod tests {
             timeout: timeout.map(|t| hubify_edge_config::parse_duration(t).unwrap()),
             fallback,
             cache_ttl: hubify_edge_config::parse_duration(cache).unwrap(),
+            state: None,
         }
     }
 
@@ -693,6 +694,18 @@ mod tests {
         assert_eq!(
             replay_cache_ttl_secs(&replay_conf(Some("5s"), None, "0s")),
             None
+        );
+    }
+
+    #[test]
+    fn replay_state_is_appended() {
+        let r = Replay {
+            state: Some("k3y-0123456789abcdef".into()),
+            ..replay_conf(Some("5s"), None, "0s")
+        };
+        assert_eq!(
+            fly_replay_header("app1", "m1", &r).unwrap(),
+            "app=app1;instance=m1;timeout=5s;state=k3y-0123456789abcdef"
         );
     }
 

@@ -40,8 +40,8 @@ use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
 use crate::front::own_head;
 use crate::front::view::PingoraRequest;
 use crate::front::{
-    cookie_field, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, Done,
-    Front, Notes, Page, Plan, RequestView, Served, X_REQUEST_ID,
+    redirect_headers, replay_headers, Answer, Done, Front, Notes, Page, Plan, RequestView, Served,
+    X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -206,10 +206,10 @@ async fn stream(
             done.outcome = p.outcome;
             page(&mut s, &mut done, &p, rid, json, head_only).await;
         }
-        Answer::Redirect(location) => {
+        Answer::Redirect(r) => {
             done.outcome = Outcome::Redirect;
-            done.status = 308;
-            let head = own_head(308, rid, |put| redirect_headers(&location, put));
+            done.status = r.status;
+            let head = own_head(r.status, rid, |put| redirect_headers(&r, put));
             write_head(&mut s, head, true, &mut done);
         }
         Answer::Replay { value, cache_ttl } => {
@@ -302,7 +302,7 @@ async fn page(
 }
 
 /// The HTTP/1.1 request head sent upstream for an HTTP/2 request: the fields the policy keeps
-/// ([`rewrite::keep`]), the Cookie fields joined (RFC 9113 §8.2.3), the router's fields.
+/// (`RouterFields::keeps`), then the router's fields (the Cookie fields joined among them).
 fn upstream_head(
     front: &Front,
     req: &PingoraRequest<'_>,
@@ -311,16 +311,13 @@ fn upstream_head(
     rid: &HeaderValue,
 ) -> Vec<u8> {
     let r = req.req;
-    let fields = front.router_fields(req, client, rid.as_bytes());
+    let fields = front.router_fields(req, plan, client, rid.as_bytes());
     let target = plan.rewritten.as_deref().unwrap_or(req.path_and_query());
     let mut out = start_upstream_head(r.method.as_str(), target, &fields);
     for (name, value) in r.headers.iter() {
-        if *name != http::header::COOKIE && rewrite::keep(name.as_str(), &[]) {
+        if fields.keeps(name.as_str(), &[]) {
             put_header(&mut out, name.as_str(), value.as_bytes());
         }
-    }
-    if let Some(cookie) = cookie_field(&r.headers) {
-        put_header(&mut out, "cookie", &cookie);
     }
     end_upstream_head(&mut out, &fields);
     out
@@ -527,12 +524,7 @@ impl Forward<'_> {
         let status = f.status();
         done.outcome = Outcome::Error;
         done.error = error_name(f.kind);
-        let p = Page {
-            status,
-            outcome: Outcome::Error,
-            detail: upstream_failure_detail(status).into(),
-            retry_after: false,
-        };
+        let p = Page::upstream_failure(status);
         page(s, done, &p, self.rid, self.json, self.head_only).await;
     }
 }

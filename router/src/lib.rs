@@ -11,6 +11,7 @@
 //! Certificates come from the `hubify-edge-acme` crate; this crate never issues them.
 
 pub mod app;
+pub mod auth;
 pub mod bound;
 pub mod conn;
 pub mod decide;

@@ -64,6 +64,9 @@ enum RoutesCommand {
     Get { label: String },
     /// Delete a route and announce it to every router.
     Delete { label: String },
+    /// Sign out everyone from a workspace: bump its `auth_epoch`, so every router refuses the
+    /// sessions issued before (tokens still valid are not affected; they expire within minutes).
+    Revoke { label: String },
     /// List every label with a route (SCAN, never KEYS).
     List,
 }
@@ -198,6 +201,19 @@ fn main() -> ExitCode {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "<embedded default config>".into());
+            // The files the router would load at start: the JWKS (and the session keys).
+            if let Some(auth) = &config.auth {
+                if let Err(e) = hubify_edge::auth::Keys::load(&auth.jwks) {
+                    eprintln!("hubify-edge: invalid configuration: {source}: {e}");
+                    return ExitCode::from(1);
+                }
+                if std::env::var_os(hubify_edge::auth::SESSION_KEY_ENV).is_some() {
+                    if let Err(e) = hubify_edge::auth::SessionKeys::from_env() {
+                        eprintln!("hubify-edge: invalid configuration: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             println!("{source}: ok");
             ExitCode::SUCCESS
         }
@@ -327,6 +343,19 @@ fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitC
                             ExitCode::from(1)
                         }
                     }
+                }
+            }),
+            RoutesCommand::Revoke { label } => admin.revoke(&label).await.map(|r| match r {
+                Some((epoch, n)) => {
+                    println!(
+                        "revoked the sessions of {label:?}: auth_epoch is now {epoch}; {}",
+                        published(n)
+                    );
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("hubify-edge routes revoke: no route for {label:?}");
+                    ExitCode::from(1)
                 }
             }),
             RoutesCommand::Delete { label } => admin.delete(&label).await.map(|(deleted, n)| {

@@ -64,6 +64,7 @@ pub fn init() {
         LazyLock::force(&FAMILIES);
         LazyLock::force(&UPSTREAM);
         LazyLock::force(&ROUTE_LOOKUPS);
+        LazyLock::force(&AUTH);
         LazyLock::force(&FLY);
         LazyLock::force(&TLS);
     });
@@ -172,6 +173,8 @@ label_enum! {
         Refused => "refused",
         /// SNI and Host disagree (421).
         Misdirected => "misdirected",
+        /// A protected path refused by the access check (401/403).
+        Denied => "denied",
         /// The route store cannot answer (503).
         Unavailable => "unavailable",
         /// A malformed route record (502).
@@ -516,6 +519,38 @@ static ROUTE_LOOKUPS: LazyLock<Box<[IntCounter]>> = LazyLock::new(|| {
 /// Counts one route lookup of the request path.
 pub fn route_lookup(result: LookupResult) {
     ROUTE_LOOKUPS[result.index()].inc();
+}
+
+label_enum! {
+    /// The result of the access check of a protected path (see `auth`).
+    pub enum AuthResult {
+        /// A valid token or session with the scope: forwarded (or the session set).
+        Ok => "ok",
+        /// No token and no session.
+        Missing => "missing",
+        /// The token or session is past its expiry.
+        Expired => "expired",
+        /// Malformed, unknown `kid`, bad signature, too long a lifetime, a revoked session.
+        Invalid => "invalid",
+        /// Valid, but for another workspace or without the path's scope.
+        Forbidden => "forbidden",
+        /// A WebSocket handshake from another origin.
+        Origin => "origin",
+    }
+}
+
+static AUTH: LazyLock<Box<[IntCounter]>> = LazyLock::new(|| {
+    let v = counter_vec(
+        "hubify_auth_total",
+        "Access checks of protected path rules, by result.",
+        &["result"],
+    );
+    by(AuthResult::ALL, |r| v.with_label_values(&[r.as_str()]))
+});
+
+/// Counts one access check.
+pub fn auth(result: AuthResult) {
+    AUTH[result.index()].inc();
 }
 
 /// Counters and gauges of the route cache and its Redis store. One process-wide instance,

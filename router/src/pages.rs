@@ -6,6 +6,8 @@ use bytes::Bytes;
 pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad request",
+        401 => "Sign-in needed",
+        403 => "Not allowed",
         404 => "No such workspace",
         413 => "Request body too large to replay",
         421 => "Misdirected request: the TLS server name and the Host differ",
@@ -57,24 +59,37 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// Renders an error page: (content type, body).
-pub fn render(status: u16, detail: &str, request_id: &str, json: bool) -> (&'static str, Bytes) {
+/// Renders an error page: (content type, body). `login`: a link to sign in (a 401 of the access
+/// check), shown on the HTML page and given as `login_url` in JSON.
+pub fn render(
+    status: u16,
+    detail: &str,
+    request_id: &str,
+    json: bool,
+    login: Option<&str>,
+) -> (&'static str, Bytes) {
     if json {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "status": status,
             "error": reason(status),
             "detail": detail,
             "request_id": request_id,
         });
+        if let Some(l) = login {
+            body["login_url"] = l.into();
+        }
         ("application/json", Bytes::from(body.to_string()))
     } else {
         let title = html_escape(reason(status));
         let body = format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{status} {title}</title>\
              <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-             code{{color:#666}}</style></head>\n<body><h1>{status} &middot; {title}</h1><p>{detail}</p>\
+             code{{color:#666}}</style></head>\n<body><h1>{status} &middot; {title}</h1><p>{detail}</p>{login}\
              <p><code>request id {rid}</code></p></body></html>\n",
             detail = html_escape(detail),
+            login = login
+                .map(|l| format!("<p><a href=\"{}\">Sign in</a></p>", html_escape(l)))
+                .unwrap_or_default(),
             rid = html_escape(request_id),
         );
         ("text/html; charset=utf-8", Bytes::from(body))
@@ -97,11 +112,11 @@ mod tests {
 
     #[test]
     fn pages_escape_and_carry_the_id() {
-        let (ct, body) = render(404, "<script>", "abc", false);
+        let (ct, body) = render(404, "<script>", "abc", false, None);
         assert!(ct.starts_with("text/html"));
         let s = std::str::from_utf8(&body).unwrap();
         assert!(s.contains("&lt;script&gt;") && s.contains("abc") && s.contains("404"));
-        let (ct, body) = render(502, "x", "abc", true);
+        let (ct, body) = render(502, "x", "abc", true, None);
         assert_eq!(ct, "application/json");
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["status"], 502);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use http::header::{ACCEPT, COOKIE};
+use http::header::ACCEPT;
 use http::{HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, OrErr, Result};
@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    own_head, redirect_headers, replay_headers, rewrite, upstream_failure_detail, Answer, Finished,
-    Front, Notes, Page, Plan, X_REQUEST_ID,
+    own_head, redirect_headers, replay_headers, rewrite, Answer, Finished, Front, Notes, Page,
+    Plan, Redirect, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome};
 use crate::pages;
@@ -102,14 +102,9 @@ impl EdgeProxy {
         Ok(true)
     }
 
-    async fn redirect(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        location: String,
-    ) -> Result<bool> {
-        let resp = own_head(308, &ctx.request_id, |put| redirect_headers(&location, put))?;
-        ctx.status = 308;
+    async fn redirect(&self, session: &mut Session, ctx: &mut Ctx, r: Redirect) -> Result<bool> {
+        let resp = own_head(r.status, &ctx.request_id, |put| redirect_headers(&r, put))?;
+        ctx.status = r.status;
         ctx.outcome = Outcome::Redirect;
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
@@ -187,7 +182,7 @@ impl ProxyHttp for EdgeProxy {
             .await;
         match answer {
             Answer::Page(p) => self.respond(session, ctx, &p).await,
-            Answer::Redirect(location) => self.redirect(session, ctx, location).await,
+            Answer::Redirect(r) => self.redirect(session, ctx, r).await,
             Answer::Replay { value, cache_ttl } => {
                 self.replay(session, ctx, value, cache_ttl).await
             }
@@ -261,13 +256,18 @@ impl ProxyHttp for EdgeProxy {
             // The HTTP/1 loop refused a malformed Connection header before Pingora read it.
             let _ = conn.add(v.as_bytes());
         }
-        // Every field out, then back in the one order of every engine: Host, the client's
-        // fields the policy keeps (HTTP/2 Cookie fields joined, RFC 9113 §8.2.3), the router's.
-        let names: Vec<HeaderName> = upstream.headers.keys().cloned().collect();
-        let keep = |name: &str| {
-            let h2_cookie = session.is_http2() && name.eq_ignore_ascii_case("cookie");
-            !h2_cookie && rewrite::keep(name, &conn.nominated)
+        let Some(plan) = &ctx.plan else {
+            return Error::e_explain(ErrorType::InternalError, "no forwarding plan");
         };
+        let client = self.client_ip(session);
+        let view = view(session);
+        let fields = self
+            .front
+            .router_fields(&view, plan, client, ctx.request_id.as_bytes());
+        // Every field out, then back in the one order of every engine: Host, the client's
+        // fields the policy keeps, the router's (HTTP/2 Cookie fields joined among them).
+        let names: Vec<HeaderName> = upstream.headers.keys().cloned().collect();
+        let keep = |name: &str| fields.keeps(name, &conn.nominated);
         // The client's spelling of each name where Pingora kept it (HTTP/1), as the fast path
         // forwards it.
         let kept: Vec<(bytes::Bytes, HeaderValue)> = if upstream.has_case() {
@@ -289,21 +289,9 @@ impl ProxyHttp for EdgeProxy {
                 })
                 .collect()
         };
-        let h2_cookie = match crate::front::cookie_field(&upstream.headers) {
-            Some(joined) if session.is_http2() => Some(
-                HeaderValue::from_bytes(&joined)
-                    .explain_err(ErrorType::InvalidHTTPHeader, |_| "cookie")?,
-            ),
-            _ => None,
-        };
         for name in &names {
             upstream.remove_header(name);
         }
-        let client = self.client_ip(session);
-        let view = view(session);
-        let fields = self
-            .front
-            .router_fields(&view, client, ctx.request_id.as_bytes());
         let mut result = Ok(());
         fields.write_host(|name: &'static str, value: &[u8]| {
             if result.is_ok() {
@@ -313,9 +301,6 @@ impl ProxyHttp for EdgeProxy {
         result?;
         for (name, value) in kept {
             upstream.append_header(name, value)?;
-        }
-        if let Some(cookie) = h2_cookie {
-            upstream.append_header(COOKIE, cookie)?;
         }
         let mut result = Ok(());
         fields.write(|name: &'static str, value: &[u8]| {
@@ -386,12 +371,7 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         if status != 0 && session.response_written().is_none() {
-            let page = Page {
-                status,
-                outcome: Outcome::Error,
-                detail: upstream_failure_detail(status).into(),
-                retry_after: false,
-            };
+            let page = Page::upstream_failure(status);
             let _ = self.respond(session, ctx, &page).await;
         }
         ctx.status = status;
@@ -426,6 +406,7 @@ impl ProxyHttp for EdgeProxy {
             bytes_received: session.body_bytes_read(),
             client: self.client_ip(session),
             error: e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            auth: ctx.notes.auth.as_ref(),
         });
     }
 }

@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use hubify_edge_config::{Config, Reserved};
+use hubify_edge_config::{Config, PathAuth, PathRule, Reserved};
 use pingora_http::ResponseHeader;
 
+use crate::auth::{self, Auth, Grant, Verdict, Via};
 use crate::decide::{
-    decide, fly_replay_header, replay_cache_ttl_secs, Body, Decision, ListenerMode, RequestFacts,
-    Target,
+    decide, fly_replay_header, match_rule, replay_cache_ttl_secs, Body, Decision, ListenerMode,
+    RequestFacts, Target,
 };
 use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
-use crate::metrics::{self, Outcome, RequestMetrics};
+use crate::metrics::{self, AuthResult, Outcome, RequestMetrics};
 use crate::routes::{Lookup, RouteStore};
 
 pub mod rewrite;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub routes: RouteStore,
     /// 6PN resolver, Machines API client, wakes in flight.
     pub fly: Arc<FlyNet>,
+    /// The access check of protected path rules (`[auth]`).
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// Header names read on every request, parsed once (a `&str` name is parsed on every lookup).
@@ -43,17 +46,21 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
 pub const FLY_REPLAY_SRC: HeaderName = HeaderName::from_static("fly-replay-src");
 pub const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-failed");
+pub const ORIGIN: HeaderName = HeaderName::from_static("origin");
 
-/// The Cookie fields of an HTTP/2 request as the single field HTTP/1.1 allows, joined with
-/// `; ` (RFC 9113 §8.2.3); `None` without cookies.
-pub fn cookie_field(headers: &http::HeaderMap) -> Option<Vec<u8>> {
-    let mut values = headers.get_all(http::header::COOKIE).iter();
-    let mut out = values.next()?.as_bytes().to_vec();
-    for v in values {
+/// The Cookie fields of a request as the single field HTTP/1.1 allows, joined with `; ` (RFC 9113
+/// §8.2.3); `None` without cookies.
+pub fn cookie_field<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, [u8]>> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut out = first.to_vec();
+    for v in std::iter::once(second).chain(values) {
         out.extend_from_slice(b"; ");
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// Several Host headers, or one that is not text.
@@ -74,6 +81,11 @@ pub trait RequestView {
         self.header(name).is_some()
     }
     fn is_upgrade(&self) -> bool;
+    /// The Cookie fields, joined with `; ` when there are several (RFC 9113 §8.2.3).
+    fn cookie(&self) -> Option<Cow<'_, [u8]>>;
+    /// The client's protocol splits cookies into several fields (HTTP/2): the upstream head then
+    /// always gets them joined into one.
+    fn splits_cookies(&self) -> bool;
 }
 
 /// Where a forwarded request goes.
@@ -84,6 +96,25 @@ pub struct Plan {
     pub read_timeout: Duration,
     /// The path rule's idle timeout, for an upgrade request (a WebSocket).
     pub idle_timeout: Option<Duration>,
+    /// What the access step changes in the forwarded head (only with `[auth]`).
+    pub access: Option<Box<Access>>,
+}
+
+/// What the access step changes in a forwarded request head.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The request was authorized: `X-Hubify-User` and `X-Hubify-Scopes` go upstream.
+    pub grant: Option<Grant>,
+    /// The client's Cookie fields are replaced by this value (the router's session cookie
+    /// removed; empty: no Cookie at all).
+    pub cookie: Option<Vec<u8>>,
+}
+
+impl Access {
+    /// The client's `Authorization` carried the router's token: it is not forwarded.
+    pub fn drops_authorization(&self) -> bool {
+        self.grant.as_ref().is_some_and(|g| g.via == Via::Bearer)
+    }
 }
 
 /// One of the router's own answers: a page with a status.
@@ -96,12 +127,35 @@ pub struct Page {
     pub detail: Cow<'static, str>,
     /// Send `Retry-After: 5` (a temporary condition).
     pub retry_after: bool,
+    /// A 401 of the access step: `WWW-Authenticate: Bearer`, and this login link on the page.
+    pub challenge: Option<Challenge>,
+}
+
+/// The `WWW-Authenticate` challenge of a 401, and where a browser gets a token.
+#[derive(Debug)]
+pub struct Challenge {
+    pub login: Option<String>,
 }
 
 /// Receives the headers of one of the router's own answers, one by one.
 pub type PutHeader<'a> = &'a mut dyn FnMut(&'static str, &[u8]);
 
 impl Page {
+    pub fn new(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Page {
+        Page {
+            status,
+            outcome,
+            detail: detail.into(),
+            retry_after: false,
+            challenge: None,
+        }
+    }
+
+    /// The page for an upstream failure answered with `status`.
+    pub fn upstream_failure(status: u16) -> Page {
+        Page::new(status, Outcome::Error, upstream_failure_detail(status))
+    }
+
     /// Whether the connection closes after this page (HTTP/1): after a 400 the rest of the
     /// client's bytes cannot be trusted to be well-formed either (as nginx does).
     pub fn closes_connection(&self) -> bool {
@@ -112,13 +166,17 @@ impl Page {
     /// content type and length, `cache-control: no-store`, `retry-after: 5` when temporary. Both
     /// engines write these; each adds `x-request-id` (and HTTP/1 the connection's fate).
     pub fn render(&self, request_id: &str, json: bool, put: PutHeader<'_>) -> bytes::Bytes {
+        let login = self.challenge.as_ref().and_then(|c| c.login.as_deref());
         let (content_type, body) =
-            crate::pages::render(self.status, &self.detail, request_id, json);
+            crate::pages::render(self.status, &self.detail, request_id, json, login);
         put("content-type", content_type.as_bytes());
         put("content-length", body.len().to_string().as_bytes());
         put("cache-control", b"no-store");
         if self.retry_after {
             put("retry-after", b"5");
+        }
+        if self.challenge.is_some() {
+            put("www-authenticate", b"Bearer realm=\"hubify\"");
         }
         body
     }
@@ -143,10 +201,23 @@ pub(crate) fn own_head(
     Ok(resp)
 }
 
-/// The headers of a `308` redirect to `location` (no body).
-pub fn redirect_headers(location: &str, put: PutHeader<'_>) {
-    put("location", location.as_bytes());
+/// A redirect: `308` for reserved labels, `303` with the session cookie after a first visit
+/// with a token.
+#[derive(Debug)]
+pub struct Redirect {
+    pub status: u16,
+    pub location: String,
+    pub set_cookie: Option<String>,
+}
+
+/// The headers of a redirect (no body).
+pub fn redirect_headers(r: &Redirect, put: PutHeader<'_>) {
+    put("location", r.location.as_bytes());
     put("content-length", b"0");
+    if let Some(c) = &r.set_cookie {
+        put("set-cookie", c.as_bytes());
+        put("cache-control", b"no-store");
+    }
 }
 
 /// The headers of a `307` replay answer (no body, no `Location`): `fly-replay`, and the
@@ -165,8 +236,8 @@ pub fn replay_headers(value: &str, cache_ttl: Option<u64>, put: PutHeader<'_>) {
 pub enum Answer {
     /// One of the router's own pages.
     Page(Page),
-    /// `308` to this location.
-    Redirect(String),
+    /// A redirect (no body).
+    Redirect(Redirect),
     /// `307` with `fly-replay: value` (and the replay-cache headers when `cache_ttl` is set).
     Replay {
         value: String,
@@ -178,20 +249,13 @@ pub enum Answer {
 
 impl Answer {
     fn page(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Answer {
-        Answer::Page(Page {
-            status,
-            outcome,
-            detail: detail.into(),
-            retry_after: false,
-        })
+        Answer::Page(Page::new(status, outcome, detail))
     }
 
     fn retry(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Answer {
         Answer::Page(Page {
-            status,
-            outcome,
-            detail: detail.into(),
             retry_after: true,
+            ..Page::new(status, outcome, detail)
         })
     }
 }
@@ -203,6 +267,8 @@ pub struct Notes {
     pub label: Option<String>,
     /// The matched path rule.
     pub rule: Option<usize>,
+    /// The access step's result and the user (protected rules only), for the access log.
+    pub auth: Option<(metrics::AuthResult, Option<String>)>,
 }
 
 /// The detail of the page for an upstream failure answered with `status`.
@@ -305,10 +371,21 @@ impl Front {
     pub fn router_fields<'a>(
         &self,
         req: &'a impl RequestView,
+        plan: &'a Plan,
         client: Option<IpAddr>,
         request_id: &'a [u8],
     ) -> RouterFields<'a> {
+        let access = plan.access.as_deref();
+        let cookie = match access.and_then(|a| a.cookie.as_deref()) {
+            Some(c) => Some(Cow::Borrowed(c)),
+            None if req.splits_cookies() => req.cookie(),
+            None => None,
+        };
+        let grant = access.and_then(|a| a.grant.as_ref());
         RouterFields {
+            cookie,
+            drop_authorization: access.is_some_and(Access::drops_authorization),
+            user: grant.map(|g| (g.user.as_str(), g.scopes.as_str())),
             host: req.host().ok().flatten(),
             forwarded_for: client.and_then(|ip| self.forwarded_for(req, ip).ok()),
             proto: self.client_scheme(req),
@@ -406,8 +483,12 @@ impl Front {
             req.header(&http::header::CONTENT_LENGTH),
             req.has_header(&http::header::TRANSFER_ENCODING),
         );
+        // The router's credentials never reach a workspace: with `[auth]`, the `hubify_token`
+        // parameter leaves the target on every path.
+        let auth = self.shared.auth.as_deref();
+        let untokened = auth.and_then(|_| auth::query_token(req.path_and_query()).map(|(_, t)| t));
         let facts = RequestFacts {
-            path_and_query: req.path_and_query(),
+            path_and_query: untokened.as_deref().unwrap_or(req.path_and_query()),
             upgrade,
             body,
             replay_src: req.has_header(&FLY_REPLAY_SRC),
@@ -415,11 +496,21 @@ impl Front {
                 .header(&FLY_REPLAY_FAILED)
                 .map(|v| std::str::from_utf8(v).unwrap_or("")),
         };
+        let access = |rule: &PathRule, notes: &mut Notes| match auth {
+            Some(a) => self.access(a, req, rule, &host, raw_host, route.auth_epoch, notes),
+            None => Ok(None),
+        };
         match decide(&route, &facts, &config.paths, self.mode) {
             Decision::Respond(status) => {
                 Answer::page(status, Outcome::NotFound, "No path rule matches this path.")
             }
             Decision::Replay(to) => {
+                // Protected paths are checked before Fly is told where to replay.
+                if let Some((_, rule)) = match_rule(&config.paths, facts.path_and_query) {
+                    if let Err(answer) = access(rule, notes) {
+                        return answer;
+                    }
+                }
                 match fly_replay_header(&to.app, &to.instance, &config.replay) {
                     Ok(value) => Answer::Replay {
                         value,
@@ -442,6 +533,16 @@ impl Front {
             }
             Decision::Forward(fwd) => {
                 notes.rule = Some(fwd.rule_index);
+                let grant = match access(fwd.rule, notes) {
+                    Ok(g) => g,
+                    Err(answer) => return answer,
+                };
+                let access = auth.map(|_| {
+                    Box::new(Access {
+                        grant,
+                        cookie: req.cookie().and_then(|c| auth::without_session_cookie(&c)),
+                    })
+                });
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -458,10 +559,8 @@ impl Front {
                                     tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
                                 }
                                 return Answer::Page(Page {
-                                    status,
-                                    outcome,
-                                    detail: detail.into(),
                                     retry_after: retry,
+                                    ..Page::new(status, outcome, detail)
                                 });
                             }
                         }
@@ -471,24 +570,118 @@ impl Front {
                 let idle_timeout = if upgrade { fwd.rule.idle_timeout } else { None };
                 Answer::Forward(Plan {
                     addr: SocketAddr::new(ip, fwd.port),
-                    rewritten: fwd.rewritten,
+                    rewritten: fwd.rewritten.or(untokened),
                     read_timeout: idle_timeout.unwrap_or(config.upstream.read_timeout),
                     idle_timeout,
+                    access,
                 })
             }
         }
     }
 
+    /// The access step of a path rule: `Ok(None)` for a public rule, `Ok(Some(grant))` for an
+    /// authorized request, else the answer (401, 403, or the 303 that sets the session).
+    #[allow(clippy::too_many_arguments)]
+    fn access(
+        &self,
+        auth: &Auth,
+        req: &impl RequestView,
+        rule: &PathRule,
+        host: &str,
+        authority: &str,
+        epoch: u64,
+        notes: &mut Notes,
+    ) -> Result<Option<Grant>, Answer> {
+        let PathAuth::Token { scope } = &rule.auth else {
+            return Ok(None);
+        };
+        let cookie = req.cookie();
+        let scheme = self.client_scheme(req);
+        let r = auth::Request {
+            host,
+            authority,
+            scheme,
+            path_and_query: req.path_and_query(),
+            credentials: auth::Credentials {
+                authorization: req.header(&http::header::AUTHORIZATION),
+                cookie: cookie.as_deref(),
+                origin: req.header(&ORIGIN),
+            },
+            upgrade: req.is_upgrade(),
+            scope,
+            epoch,
+        };
+        let verdict = auth.check(&r, auth::now());
+        let result = match &verdict {
+            Verdict::Granted(_) | Verdict::SetSession { .. } => AuthResult::Ok,
+            Verdict::Refused(why) => *why,
+        };
+        metrics::auth(result);
+        let user = match &verdict {
+            Verdict::Granted(g) | Verdict::SetSession { grant: g, .. } => Some(g.user.clone()),
+            Verdict::Refused(_) => None,
+        };
+        if self.shared.config.log.access {
+            notes.auth = Some((result, user));
+        }
+        match verdict {
+            Verdict::Granted(g) => Ok(Some(g)),
+            Verdict::SetSession {
+                location, cookie, ..
+            } => Err(Answer::Redirect(Redirect {
+                status: 303,
+                location,
+                set_cookie: Some(cookie),
+            })),
+            Verdict::Refused(why) => Err(Answer::Page(refusal_page(
+                why,
+                auth.login_link(scheme, authority, req.path_and_query()),
+            ))),
+        }
+    }
+
     fn reserved(&self, req: &impl RequestView, r: &Reserved) -> Answer {
         match r {
-            Reserved::Redirect(base) => Answer::Redirect(format!("{base}{}", req.path_and_query())),
+            Reserved::Redirect(base) => Answer::Redirect(Redirect {
+                status: 308,
+                location: format!("{base}{}", req.path_and_query()),
+                set_cookie: None,
+            }),
             Reserved::Upstream(addr) => Answer::Forward(Plan {
                 addr: *addr,
                 rewritten: None,
                 read_timeout: self.shared.config.upstream.read_timeout,
                 idle_timeout: None,
+                access: None,
             }),
         }
+    }
+}
+
+/// The page of a refused access check: 401 with a `Bearer` challenge (and the login link), or
+/// 403.
+fn refusal_page(why: AuthResult, login: Option<String>) -> Page {
+    let detail = match why {
+        AuthResult::Missing => "This part of the workspace needs a sign-in: open it from Hubify.",
+        AuthResult::Expired => {
+            "Your sign-in for this workspace has expired: open it from Hubify again."
+        }
+        AuthResult::Invalid => {
+            "The sign-in token is not valid here: open the workspace from Hubify again."
+        }
+        AuthResult::Forbidden => "Your sign-in does not allow this part of this workspace.",
+        AuthResult::Origin => {
+            "A WebSocket from another site may not open this workspace's terminal or dashboard."
+        }
+        AuthResult::Ok => "Access denied.",
+    };
+    let status = match why {
+        AuthResult::Forbidden | AuthResult::Origin => 403,
+        _ => 401,
+    };
+    Page {
+        challenge: (status == 401).then_some(Challenge { login }),
+        ..Page::new(status, Outcome::Denied, detail)
     }
 }
 
@@ -544,6 +737,8 @@ pub struct Finished<'a> {
     pub bytes_received: usize,
     pub client: Option<IpAddr>,
     pub error: &'a str,
+    /// The access step's result and user (protected rules).
+    pub auth: Option<&'a (AuthResult, Option<String>)>,
 }
 
 impl Front {
@@ -563,6 +758,7 @@ impl Front {
             bytes_received: 0,
             client: s.client,
             error: d.error,
+            auth: s.notes.auth.as_ref(),
         });
     }
 
@@ -594,8 +790,23 @@ impl Front {
             bytes_received = f.bytes_received,
             client = %OrDash(f.client),
             error = f.error,
+            auth = %AuthField(f.auth),
             "request"
         );
+    }
+}
+
+/// The access log's `auth`: `-` on public rules, else the result and, when known, the user
+/// (`ok:alice`); never the token.
+struct AuthField<'a>(Option<&'a (AuthResult, Option<String>)>);
+
+impl std::fmt::Display for AuthField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("-"),
+            Some((r, None)) => f.write_str(r.as_str()),
+            Some((r, Some(user))) => write!(f, "{}:{user}", r.as_str()),
+        }
     }
 }
 

@@ -12,8 +12,11 @@
 //! - every field whose name contains `_` (Rack, WSGI and PHP read `Fly_Replay_Src` as
 //!   `Fly-Replay-Src`, `Content_Length` as `Content-Length`);
 //! - the fields the router writes: `Host`, `X-Forwarded-For`, `X-Forwarded-Host`,
-//!   `X-Forwarded-Proto`, `X-Request-Id`.
+//!   `X-Forwarded-Proto`, `X-Request-Id`, `X-Hubify-User`, `X-Hubify-Scopes`;
+//! - with `[auth]`, the router's credentials: its session cookie (the other cookies pass), and an
+//!   `Authorization` that carried the router's token ([`RouterFields::keeps`]).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderValue;
@@ -35,12 +38,14 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Fields the router writes itself on every forwarded request ([`keep`] has them in its length
 /// table; the unit tests check that it drops each).
 #[cfg(test)]
-const ROUTER_SET: [&str; 5] = [
+const ROUTER_SET: [&str; 7] = [
     "host",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-request-id",
+    "x-hubify-user",
+    "x-hubify-scopes",
 ];
 
 /// Whether a hop-by-hop field (response or request side; see [`HOP_BY_HOP`]).
@@ -65,8 +70,9 @@ pub fn keep(name: &str, nominated: &[&str]) -> bool {
         7 => &["trailer", "upgrade"],
         10 => &["connection", "keep-alive"],
         12 => &["x-request-id"],
+        13 => &["x-hubify-user"],
         14 => &["http2-settings"],
-        15 => &["x-forwarded-for"],
+        15 => &["x-forwarded-for", "x-hubify-scopes"],
         16 => &["proxy-connection", "x-forwarded-host"],
         17 => &["x-forwarded-proto"],
         18 => &["proxy-authenticate"],
@@ -179,9 +185,24 @@ pub struct RouterFields<'a> {
     /// A WebSocket (or other upgrade) handshake: the client's `Upgrade` value, sent with
     /// `Connection: upgrade`.
     pub upgrade: Option<&'a [u8]>,
+    /// Replaces every client Cookie field (empty: none): HTTP/2's fields joined, or the cookies
+    /// without the router's session.
+    pub cookie: Option<Cow<'a, [u8]>>,
+    /// The client's `Authorization` carried the router's token.
+    pub drop_authorization: bool,
+    /// An authorized request's user and scopes (`X-Hubify-User`, `X-Hubify-Scopes`).
+    pub user: Option<(&'a str, &'a str)>,
 }
 
 impl RouterFields<'_> {
+    /// Whether the client's field `name` goes upstream: [`keep`], and not a field this request's
+    /// fields replace (Cookie) or the router consumed (`Authorization`).
+    pub fn keeps(&self, name: &str, nominated: &[&str]) -> bool {
+        keep(name, nominated)
+            && !(self.cookie.is_some() && name.eq_ignore_ascii_case("cookie"))
+            && !(self.drop_authorization && name.eq_ignore_ascii_case("authorization"))
+    }
+
     /// Gives `Host` to `put` (first in the head, RFC 9112 §3.2).
     pub fn write_host(&self, mut put: impl FnMut(&'static str, &[u8])) {
         if let Some(host) = self.host {
@@ -191,6 +212,13 @@ impl RouterFields<'_> {
 
     /// Gives the other fields to `put` (after the client's).
     pub fn write(&self, mut put: impl FnMut(&'static str, &[u8])) {
+        if let Some(cookie) = self.cookie.as_deref().filter(|c| !c.is_empty()) {
+            put("cookie", cookie);
+        }
+        if let Some((user, scopes)) = self.user {
+            put("x-hubify-user", user.as_bytes());
+            put("x-hubify-scopes", scopes.as_bytes());
+        }
         if let Some(host) = self.host {
             put("x-forwarded-host", host.as_bytes());
         }

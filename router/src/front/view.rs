@@ -32,6 +32,18 @@ impl RequestView for PingoraRequest<'_> {
     fn is_upgrade(&self) -> bool {
         self.upgrade
     }
+    fn cookie(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        super::cookie_field(
+            self.req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+    }
+    fn splits_cookies(&self) -> bool {
+        self.req.version == http::Version::HTTP_2
+    }
 }
 
 /// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)

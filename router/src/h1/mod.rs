@@ -28,10 +28,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
-use crate::front::rewrite::{self, ConnectionTokens};
+use crate::front::rewrite::ConnectionTokens;
 use crate::front::{
-    redirect_headers, replay_headers, upstream_failure_detail, Answer, BadHost, Done, Front, Notes,
-    Page, Plan, PutHeader, RequestView, Served,
+    redirect_headers, replay_headers, Answer, BadHost, Done, Front, Notes, Page, Plan, PutHeader,
+    RequestView, Served,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -304,6 +304,17 @@ impl RequestView for H1Request<'_> {
     fn is_upgrade(&self) -> bool {
         false
     }
+    fn cookie(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        crate::front::cookie_field(
+            self.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+                .map(|h| h.value),
+        )
+    }
+    fn splits_cookies(&self) -> bool {
+        false
+    }
 }
 
 /// Text as `HeaderValue::to_str` accepts it: visible ASCII, space and tab.
@@ -367,10 +378,10 @@ async fn request(
             let json = pages::prefers_json(req.header(&http::header::ACCEPT));
             page(io, &mut done, &p, rid, json, head_only).await;
         }
-        Answer::Redirect(location) => {
+        Answer::Redirect(r) => {
             done.outcome = Outcome::Redirect;
-            small(io, &mut done, 308, rid, |put| {
-                redirect_headers(&location, put)
+            small(io, &mut done, r.status, rid, |put| {
+                redirect_headers(&r, put)
             })
             .await;
         }
@@ -413,12 +424,7 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
     let rid = request_id::as_str(&request_id);
     let mut done = Done::new(true);
     done.outcome = Outcome::Refused;
-    let p = Page {
-        status: r.status,
-        outcome: Outcome::Refused,
-        detail: r.detail.into(),
-        retry_after: false,
-    };
+    let p = Page::new(r.status, Outcome::Refused, r.detail);
     page(io, &mut done, &p, rid, false, false).await;
     let served = Served {
         request_id: rid,
@@ -513,7 +519,7 @@ async fn small(
 }
 
 /// The request head sent upstream: the client's fields the policy keeps
-/// ([`rewrite::keep`]), then the router's ([`rewrite::RouterFields`]).
+/// ([`RouterFields::keeps`](crate::front::rewrite::RouterFields::keeps)), then the router's.
 fn upstream_head(
     front: &Front,
     req: &H1Request<'_>,
@@ -521,11 +527,11 @@ fn upstream_head(
     client: Option<IpAddr>,
     rid: &str,
 ) -> Vec<u8> {
-    let fields = front.router_fields(req, client, rid.as_bytes());
+    let fields = front.router_fields(req, plan, client, rid.as_bytes());
     let target = plan.rewritten.as_deref().unwrap_or(req.path);
     let mut out = start_upstream_head(req.method, target, &fields);
     for h in req.headers {
-        if rewrite::keep(h.name, &req.conn.nominated) {
+        if fields.keeps(h.name, &req.conn.nominated) {
             put_header(&mut out, h.name, h.value);
         }
     }
@@ -675,12 +681,7 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     done.error = error_name(f.kind);
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let head_only = req.method == "HEAD";
-    let p = Page {
-        status,
-        outcome: Outcome::Error,
-        detail: upstream_failure_detail(status).into(),
-        retry_after: false,
-    };
+    let p = Page::upstream_failure(status);
     page(io, done, &p, rid, json, head_only).await;
 }
 
@@ -982,6 +983,7 @@ mod sizes {
             config,
             routes,
             fly: Arc::new(fly),
+            auth: None,
         });
         Front::new(
             ListenerMode::Plain(hubify_edge_config::Dispatch::Forward),

@@ -139,20 +139,40 @@ impl Admin {
                 pairs.push((name, v));
             }
         }
-        let mut pipe = ::redis::pipe();
-        pipe.atomic()
-            .cmd("DEL")
-            .arg(&key)
-            .ignore()
-            .cmd("HSET")
-            .arg(&key)
-            .arg(&pairs)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(events_channel(&self.prefix))
-            .arg(label);
-        let (receivers,): (i64,) = bounded(self.timeout, pipe.query_async(&mut self.conn)).await?;
+        // One script, so it is atomic: the record replaced, its `auth_epoch` kept (a
+        // revocation must survive a route update), the label published.
+        let script = ::redis::Script::new(
+            r"local e = redis.call('HGET', KEYS[1], 'auth_epoch')
+              redis.call('DEL', KEYS[1])
+              redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+              if e then redis.call('HSET', KEYS[1], 'auth_epoch', e) end
+              return redis.call('PUBLISH', KEYS[2], ARGV[1])",
+        );
+        let mut inv = script.key(&key);
+        inv.key(events_channel(&self.prefix)).arg(label);
+        for (name, value) in &pairs {
+            inv.arg(*name).arg(*value);
+        }
+        let receivers: i64 = bounded(self.timeout, inv.invoke_async(&mut self.conn)).await?;
         Ok(receivers)
+    }
+
+    /// Revokes every session of `label`: bumps the record's `auth_epoch` and publishes the label,
+    /// so every router drops the cached route and refuses sessions of the old epoch. Returns
+    /// the new epoch and how many routers received the event; `None` when there is no record.
+    pub async fn revoke(&mut self, label: &str) -> Result<Option<(u64, i64)>, AdminError> {
+        check_label(label)?;
+        let key = self.key(label);
+        let script = ::redis::Script::new(
+            r"if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+              local e = redis.call('HINCRBY', KEYS[1], 'auth_epoch', 1)
+              return {e, redis.call('PUBLISH', KEYS[2], ARGV[1])}",
+        );
+        let mut inv = script.key(&key);
+        inv.key(events_channel(&self.prefix)).arg(label);
+        let (epoch, receivers): (i64, i64) =
+            bounded(self.timeout, inv.invoke_async(&mut self.conn)).await?;
+        Ok(u64::try_from(epoch).ok().map(|e| (e, receivers)))
     }
 
     /// The record of `label`, `None` when there is no such key.

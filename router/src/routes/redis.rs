@@ -2,7 +2,7 @@
 //! the pub/sub listener that invalidates cached entries.
 //!
 //! Contract (see `docs/routes.md`): key `<prefix>:route:<label>` is a hash with `app`,
-//! `machine_id` and optional `region`, `address` (a missing key: no such workspace); channel
+//! `machine_id` and optional `region`, `address`, `auth_epoch` (a missing key: no such workspace); channel
 //! `<prefix>:route-events` carries the label of every changed or deleted route.
 //!
 //! All Redis I/O runs on one dedicated thread with its own current-thread tokio runtime
@@ -43,7 +43,7 @@ pub fn events_channel(prefix: &str) -> String {
 }
 
 /// The record fields the router reads; any other field is ignored.
-pub const FIELDS: [&str; 4] = ["app", "machine_id", "region", "address"];
+pub const FIELDS: [&str; 5] = ["app", "machine_id", "region", "address", "auth_epoch"];
 
 /// Turns a route hash (field → value, as `HGETALL` returns it) into an answer. An empty hash is
 /// a missing key. Malformed records are [`Fetched::Invalid`] with a detail naming the key and the
@@ -52,7 +52,7 @@ pub fn parse_record(key: &str, fields: &HashMap<Vec<u8>, Vec<u8>>) -> Fetched {
     if fields.is_empty() {
         return Fetched::NotFound;
     }
-    let mut values: [Option<&str>; 4] = [None; 4];
+    let mut values: [Option<&str>; 5] = [None; 5];
     for (i, name) in FIELDS.iter().enumerate() {
         if let Some(raw) = fields.get(name.as_bytes()) {
             match std::str::from_utf8(raw) {
@@ -65,9 +65,22 @@ pub fn parse_record(key: &str, fields: &HashMap<Vec<u8>, Vec<u8>>) -> Fetched {
             }
         }
     }
-    let [app, machine_id, region, address] = values;
+    let [app, machine_id, region, address, auth_epoch] = values;
+    let epoch = match auth_epoch.map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return Fetched::Invalid(format!(
+                "route record {key}: field `auth_epoch`: {:?} is not a whole number",
+                auth_epoch.unwrap_or_default()
+            ))
+        }
+    };
     match Route::new(app, machine_id, region, address) {
-        Ok(route) => Fetched::Found(route),
+        Ok(route) => Fetched::Found(Route {
+            auth_epoch: epoch,
+            ..route
+        }),
         Err(e) => Fetched::Invalid(format!(
             "route record {key}: field `{}`: {}",
             e.field, e.message
