@@ -407,6 +407,12 @@ pub fn fly_replay_header(
                 Fallback::PreferSelf => "prefer_self",
             });
         }
+        // The workspace checks `fly-replay-src: ...;state=<value>` to refuse traffic that did
+        // not come through the router (the config validated the value's characters).
+        if let Some(state) = &replay.state {
+            out.push_str(";state=");
+            out.push_str(state);
+        }
     }
     Ok(out)
 }

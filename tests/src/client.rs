@@ -705,10 +705,27 @@ pub async fn ws_connect_tls(
     host: &str,
     path: &str,
 ) -> Result<(WsTls, http::Response<Option<Vec<u8>>>), BoxError> {
+    ws_connect_tls_with(port, sni, host, path, &[]).await
+}
+
+/// [`ws_connect_tls`] with extra handshake headers (`Origin`, `Cookie`, `Authorization`).
+pub async fn ws_connect_tls_with(
+    port: u16,
+    sni: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(WsTls, http::Response<Option<Vec<u8>>>), BoxError> {
     let fut = async {
         let tls = tls_connect(port, sni, ALPN_H1, &Trust::any()).await?;
-        let (ws, resp) =
-            tokio_tungstenite::client_async(ws_request("wss", host, path)?, tls).await?;
+        let mut req = ws_request("wss", host, path)?;
+        for (name, value) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes())?,
+                http::HeaderValue::from_str(value)?,
+            );
+        }
+        let (ws, resp) = tokio_tungstenite::client_async(req, tls).await?;
         Ok::<_, BoxError>((ws, resp))
     };
     match tokio::time::timeout(ANSWER_BOUND, fut).await {

@@ -67,6 +67,8 @@ pub struct PathRule {
     pub port: u16,
     pub strip_prefix: bool,
     pub idle_timeout: Option<String>,
+    /// `auth = "token"` with this scope.
+    pub scope: Option<String>,
 }
 
 impl PathRule {
@@ -76,7 +78,14 @@ impl PathRule {
             port,
             strip_prefix: false,
             idle_timeout: None,
+            scope: None,
         }
+    }
+
+    /// Protected: `auth = "token"`, `scope = scope`.
+    pub fn token(mut self, scope: &str) -> Self {
+        self.scope = Some(scope.to_owned());
+        self
     }
 
     pub fn strip(mut self) -> Self {
@@ -125,6 +134,10 @@ pub struct EdgeConfig {
     pub header_timeout: Option<String>,
     /// `listeners.http.behind_fly`.
     pub behind_fly: bool,
+    /// The body of an `[auth]` table.
+    pub auth: Option<String>,
+    /// Environment variables of the router process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for EdgeConfig {
@@ -157,6 +170,8 @@ impl EdgeConfig {
             fast_path: None,
             header_timeout: None,
             behind_fly: false,
+            auth: None,
+            env: Vec::new(),
         }
     }
 
@@ -166,6 +181,18 @@ impl EdgeConfig {
         self.path(PathRule::new("/terminal", terminal).strip())
             .path(PathRule::new("/dashboard", dashboard))
             .path(PathRule::new("/", gateway))
+    }
+
+    /// `[auth]` with these keys (TOML lines), e.g. `jwks = "…"`.
+    pub fn auth(mut self, body: &str) -> Self {
+        self.auth = Some(body.to_owned());
+        self
+    }
+
+    /// An environment variable of the router process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn path(mut self, rule: PathRule) -> Self {
@@ -347,7 +374,13 @@ impl EdgeConfig {
             if let Some(idle) = &p.idle_timeout {
                 let _ = writeln!(t, "idle_timeout = {}", toml_str(idle));
             }
+            if let Some(scope) = &p.scope {
+                let _ = writeln!(t, "auth = \"token\"\nscope = {}", toml_str(scope));
+            }
             t.push('\n');
+        }
+        if let Some(auth) = &self.auth {
+            let _ = writeln!(t, "[auth]\n{auth}\n");
         }
         let _ = writeln!(
             t,
@@ -407,7 +440,9 @@ pub struct Router {
 impl Router {
     /// Write `cfg`, spawn the router, wait until every listener accepts TCP connections.
     pub async fn start(cfg: &EdgeConfig) -> Router {
-        Self::start_raw(&cfg.to_toml(), &cfg.listener_ports()).await
+        let mut router = Self::spawn_env(&cfg.to_toml(), &cfg.listener_ports(), &cfg.env);
+        router.wait_ready().await;
+        router
     }
 
     /// Same with a raw TOML text; `ports` are the listener ports to wait for.
@@ -419,6 +454,11 @@ impl Router {
 
     /// Spawn without waiting for readiness.
     pub fn spawn_raw(toml: &str, ports: &[u16]) -> Router {
+        Self::spawn_env(toml, ports, &[])
+    }
+
+    /// Spawn with these environment variables, without waiting for readiness.
+    pub fn spawn_env(toml: &str, ports: &[u16], env: &[(String, String)]) -> Router {
         let bin = router_bin();
         let dir = tempfile::tempdir().expect("tempdir for the router config");
         let config_path = dir.path().join("hubify-edge.toml");
@@ -431,6 +471,7 @@ impl Router {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let logs = Logs::default();
