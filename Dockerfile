@@ -23,6 +23,9 @@ RUN apt-get update \
  && useradd --system --uid 10001 --home-dir /data --create-home hubify
 COPY --from=builder /usr/local/bin/hubify-edge /usr/local/bin/hubify-edge
 COPY examples/*.toml /etc/hubify-edge/
+# A placeholder key nobody holds the private half of (every token refused) until fly.toml's
+# [[files]] writes the Hubify API's JWKS over it at deploy.
+COPY examples/jwks.json /etc/hubify-edge/jwks.json
 RUN hubify-edge --config /etc/hubify-edge/fly-forward.toml check \
  && hubify-edge --config /etc/hubify-edge/fly-replay.toml check
 USER hubify

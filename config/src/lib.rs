@@ -281,7 +281,15 @@ impl Config {
             key: String::new(),
             message: format!("cannot read the config file: {e}"),
         })?;
-        Config::from_toml(&text, &file)
+        let mut config = Config::from_toml(&text, &file)?;
+        // A relative `auth.jwks` names a file beside the config file (as deployed:
+        // /etc/hubify-edge/jwks.json next to the TOML).
+        if let (Some(auth), Some(dir)) = (config.auth.as_mut(), path.parent()) {
+            if auth.jwks.is_relative() {
+                auth.jwks = dir.join(&auth.jwks);
+            }
+        }
+        Ok(config)
     }
 
     /// The embedded local-development configuration.

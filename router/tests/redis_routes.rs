@@ -283,9 +283,14 @@ impl Response {
 
 /// One HTTP/1.1 request on a new connection; `None` on any I/O failure.
 fn http_get(port: u16, host: &str, path: &str) -> Option<Response> {
+    http_get_with(port, host, path, "")
+}
+
+/// [`http_get`] with extra header lines (each ending in CRLF).
+fn http_get_with(port: u16, host: &str, path: &str, extra: &str) -> Option<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
@@ -1130,4 +1135,86 @@ fn readyz_follows_the_route_store() {
         || readyz(&router).filter(|(s, _)| *s == 200),
     );
     assert_eq!(body, "ready");
+}
+
+/// Sessions end when the workspace's `auth_epoch` is bumped (`routes revoke`), on every replica,
+/// as soon as the route event arrives; a later `routes set` keeps the epoch; a session sealed by
+/// one replica opens on another with the same key.
+#[test]
+fn revoke_ends_every_session_on_every_replica() {
+    use hubify_edge::auth::testkit::{jwks, Issuer};
+    let redis = RedisServer::start();
+    let up = upstreams();
+    let issuer = Issuer::ed25519("api-1");
+    let keys = tempfile::tempdir().unwrap();
+    let jwks_path = keys.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&issuer])).unwrap();
+    let extra = format!(
+        "\n[auth]\njwks = {:?}\n\n[[paths]]\nprefix = \"/terminal\"\nport = {up}\nauth = \"token\"\nscope = \"terminal\"\n",
+        jwks_path.display().to_string()
+    );
+    let key = Path::new("revocation-test-session-key-0123456789abcdef");
+    let env = [("HUBIFY_EDGE_SESSION_KEY", key)];
+    let a = Router::start_env(&redis.url(), up, "", &extra, &env);
+    let b = Router::start_env(&redis.url(), up, "", &extra, &env);
+    let cfg = a.config();
+    set_route(&cfg, "alice", "hubify-ws-alice", "m1", "127.0.0.1");
+    let host = format!("alice.{DOMAIN}");
+
+    let token = issuer.token(&host, "user-1", "terminal", 300);
+    let r = http_get(a.http, &host, &format!("/terminal?hubify_token={token}")).unwrap();
+    assert_eq!(r.status, 303, "{}", a.log());
+    let session = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let with_session = |router: &Router| {
+        http_get_with(
+            router.http,
+            &host,
+            "/terminal",
+            &format!("Cookie: {session}\r\n"),
+        )
+        .map(|r| r.status)
+    };
+    assert_eq!(with_session(&a), Some(200));
+    assert_eq!(
+        with_session(&b),
+        Some(200),
+        "the session opens on the other replica"
+    );
+
+    let out = cli_ok(&cfg, &["revoke", "alice"]);
+    assert!(out.contains("auth_epoch is now 1"), "{out}");
+    for router in [&a, &b] {
+        eventually("the revoked session refused", BOUND, || {
+            (with_session(router) == Some(401)).then_some(())
+        });
+    }
+    // A route update keeps the epoch: the old session stays refused.
+    set_route(&cfg, "alice", "hubify-ws-alice", "m2", "127.0.0.1");
+    let epoch: String = redis.cmd(&["HGET", "hubify:route:alice", "auth_epoch"]);
+    assert_eq!(epoch, "1");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(with_session(&a), Some(401));
+    // A new visit gets a session of the new epoch.
+    let token = issuer.token(&host, "user-1", "terminal", 300);
+    let r = http_get(b.http, &host, &format!("/terminal?hubify_token={token}")).unwrap();
+    let fresh = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http_get_with(a.http, &host, "/terminal", &format!("Cookie: {fresh}\r\n")).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        cli(&cfg, &["revoke", "nobody"]).status.code(),
+        Some(1),
+        "revoking a workspace without a route fails"
+    );
 }

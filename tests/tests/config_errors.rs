@@ -265,3 +265,71 @@ fn nonexistent_config_file() {
     let out = check_path(&path);
     assert_rejected_output(&out, &[], "(no file)");
 }
+
+/// `base()` with `/terminal` protected.
+fn protected() -> EdgeConfig {
+    let mut c = base();
+    c.paths[0] = c.paths[0].clone().token("terminal");
+    c
+}
+
+#[test]
+fn token_auth_needs_a_jwks() {
+    assert_rejected(&protected().to_toml(), &["`auth.jwks`", "auth = \"token\""]);
+    assert_rejected(
+        &protected()
+            .auth("login_url = \"https://hubify.test/login\"")
+            .to_toml(),
+        &["`auth.jwks`", "missing"],
+    );
+}
+
+#[test]
+fn an_unreadable_or_malformed_jwks_is_refused_naming_the_key() {
+    let missing = protected()
+        .auth("jwks = \"/nonexistent/jwks.json\"")
+        .to_toml();
+    assert_rejected(
+        &missing,
+        &["auth.jwks", "/nonexistent/jwks.json", "cannot read"],
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let bad = dir.path().join("jwks.json");
+    std::fs::write(
+        &bad,
+        "{\"keys\": [{\"kty\": \"oct\", \"k\": \"c2VjcmV0\", \"kid\": \"s\"}]}",
+    )
+    .expect("write");
+    let toml = protected()
+        .auth(&format!("jwks = {:?}", bad.display().to_string()))
+        .to_toml();
+    assert_rejected(&toml, &["auth.jwks", "key 0", "not an Ed25519"]);
+    // The examples' placeholder JWKS passes.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jwks.json");
+    let toml = protected()
+        .auth(&format!("jwks = {:?}", example.display().to_string()))
+        .to_toml();
+    let (out, _dir) = check_toml(&toml);
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+#[test]
+fn path_auth_values_are_checked() {
+    let base = protected().to_toml();
+    let toml = mutate(&base, "auth = \"token\"", "auth = \"tokn\"");
+    assert_rejected(&toml, &["`paths[0].auth`", "\"tokn\""]);
+    let toml = mutate(&base, "scope = \"terminal\"", "scope = \"a b\"");
+    assert_rejected(&toml, &["`paths[0].scope`"]);
+    let toml = mutate(
+        &base,
+        "auth = \"token\"\nscope = \"terminal\"",
+        "scope = \"terminal\"",
+    );
+    assert_rejected(&toml, &["`paths[0].scope`", "only with auth"]);
+    let toml = mutate(
+        &base,
+        "auth = \"token\"\nscope = \"terminal\"",
+        "auth = \"token\"",
+    );
+    assert_rejected(&toml, &["`paths[0].scope`", "needs the scope"]);
+}
