@@ -233,6 +233,25 @@ impl Auth {
         })
     }
 
+    /// An access checker on keys already parsed (benchmarks, fuzzing); it never reloads.
+    pub fn with_keys(
+        config: hubify_edge_config::Auth,
+        keys: Keys,
+        sessions: SessionKeys,
+    ) -> Auth {
+        Auth {
+            config,
+            keys: ArcSwap::from_pointee(keys),
+            sessions,
+            seen: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Seals a session (benchmarks, tests: what a first visit sets).
+    pub fn seal(&self, s: &Session) -> String {
+        self.sessions.seal(s)
+    }
+
     pub fn config(&self) -> &hubify_edge_config::Auth {
         &self.config
     }

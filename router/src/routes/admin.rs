@@ -1,7 +1,8 @@
-//! The `hubify-edge routes` commands: set, get, delete and list route records in Redis, following
-//! the contract in [`super::redis`]. Every write is validated with [`Route::new`] first, replaces
-//! the whole record atomically and publishes the label on the events channel in the same
-//! `MULTI`/`EXEC`, so every router drops its cached entry as soon as the change is visible.
+//! The `hubify-edge routes` commands: set, get, delete, revoke and list route records in Redis,
+//! following the contract in [`super::redis`]. Every write is validated with [`Route::new`] first,
+//! replaces the record atomically (keeping its `auth_epoch`) and publishes the label on the events
+//! channel in the same transaction or script, so every router drops its cached entry as soon as
+//! the change is visible.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
