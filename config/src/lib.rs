@@ -198,7 +198,7 @@ pub struct PathRule {
 #[derive(Debug, Clone)]
 pub enum Reserved {
     Redirect(String),
-    Upstream(SocketAddr),
+    Upstream { addr: SocketAddr, auth: PathAuth },
 }
 
 #[derive(Debug, Clone)]
@@ -460,7 +460,7 @@ impl Validator<'_> {
             return Err(self.err("acme", "tls.source = \"acme\" needs an [acme] section"));
         }
 
-        let auth = self.auth(raw.auth, &paths)?;
+        let auth = self.auth(raw.auth, &paths, &reserved)?;
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         let log = Log {
@@ -510,10 +510,14 @@ impl Validator<'_> {
         &self,
         raw: Option<surface::Auth>,
         paths: &[PathRule],
+        reserved: &BTreeMap<String, Reserved>,
     ) -> Result<Option<Auth>, ConfigError> {
-        let protected = paths
-            .iter()
-            .position(|p| matches!(p.auth, PathAuth::Token { .. }));
+        let token = |a: &PathAuth| matches!(a, PathAuth::Token { .. });
+        let protected = paths.iter().position(|p| token(&p.auth)).or_else(|| {
+            reserved
+                .values()
+                .position(|r| matches!(r, Reserved::Upstream { auth, .. } if token(auth)))
+        });
         let Some(raw) = raw else {
             return match protected {
                 Some(_) => Err(self.err(
@@ -827,40 +831,7 @@ impl Validator<'_> {
                 }
                 None => default_rule_name(&prefix),
             };
-            let auth = match (p.auth.as_deref(), p.scope) {
-                (None | Some("public"), None) => PathAuth::Public,
-                (None | Some("public"), Some(_)) => {
-                    return Err(self.err(key("scope"), "applies only with auth = \"token\""))
-                }
-                (Some("token"), None) => {
-                    return Err(self.err(
-                        key("scope"),
-                        "auth = \"token\" needs the scope a token must hold (\"terminal\")",
-                    ))
-                }
-                (Some("token"), Some(scope)) => {
-                    if scope.is_empty()
-                        || scope.len() > 64
-                        || !scope
-                            .bytes()
-                            .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
-                    {
-                        return Err(self.err(
-                            key("scope"),
-                            "must be 1-64 of a-z, A-Z, 0-9, '_', '-', '.', ':' (one scope name)",
-                        ));
-                    }
-                    PathAuth::Token {
-                        scope: scope.into(),
-                    }
-                }
-                (Some(other), _) => {
-                    return Err(self.err(
-                        key("auth"),
-                        format!("{other:?} is not \"public\" or \"token\""),
-                    ))
-                }
-            };
+            let auth = self.path_auth(&key(""), p.auth, p.scope)?;
             if let Some(j) = rules.iter().position(|r| r.prefix == prefix) {
                 return Err(self.err(
                     key("prefix"),
@@ -883,6 +854,50 @@ impl Validator<'_> {
         Ok(rules)
     }
 
+    /// `auth` and `scope` of a path rule or a reserved upstream; `key("auth")` names the keys.
+    fn path_auth(
+        &self,
+        prefix: &str,
+        auth: Option<String>,
+        scope: Option<String>,
+    ) -> Result<PathAuth, ConfigError> {
+        let key = |f: &str| format!("{prefix}{f}");
+        Ok(match (auth.as_deref(), scope) {
+            (None | Some("public"), None) => PathAuth::Public,
+            (None | Some("public"), Some(_)) => {
+                return Err(self.err(key("scope"), "applies only with auth = \"token\""))
+            }
+            (Some("token"), None) => {
+                return Err(self.err(
+                    key("scope"),
+                    "auth = \"token\" needs the scope a token must hold (\"terminal\")",
+                ))
+            }
+            (Some("token"), Some(scope)) => {
+                if scope.is_empty()
+                    || scope.len() > 64
+                    || !scope
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_-.:".contains(&c))
+                {
+                    return Err(self.err(
+                        key("scope"),
+                        "must be 1-64 of a-z, A-Z, 0-9, '_', '-', '.', ':' (one scope name)",
+                    ));
+                }
+                PathAuth::Token {
+                    scope: scope.into(),
+                }
+            }
+            (Some(other), _) => {
+                return Err(self.err(
+                    key("auth"),
+                    format!("{other:?} is not \"public\" or \"token\""),
+                ))
+            }
+        })
+    }
+
     fn reserved(
         &self,
         raw: BTreeMap<String, surface::Reserved>,
@@ -893,6 +908,7 @@ impl Validator<'_> {
             if label != "@" && !is_valid_label(&label) {
                 return Err(self.err(&key, "must be \"@\" (the apex) or one lower-case DNS label"));
             }
+            let has_auth = r.auth.is_some() || r.scope.is_some();
             let v = match (r.redirect, r.upstream) {
                 (Some(url), None) => {
                     if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -902,9 +918,15 @@ impl Validator<'_> {
                     }
                     Reserved::Redirect(url.trim_end_matches('/').to_string())
                 }
-                (None, Some(addr)) => Reserved::Upstream(addr),
+                (None, Some(addr)) => Reserved::Upstream {
+                    addr,
+                    auth: self.path_auth(&format!("{key}."), r.auth, r.scope)?,
+                },
                 _ => return Err(self.err(&key, "needs exactly one of `redirect` and `upstream`")),
             };
+            if matches!(v, Reserved::Redirect(_)) && has_auth {
+                return Err(self.err(format!("{key}.auth"), "applies only to an `upstream`"));
+            }
             out.insert(label, v);
         }
         Ok(out)

@@ -196,6 +196,9 @@ pub struct Reserved {
     pub redirect: Option<String>,
     /// Or forward to this fixed upstream (`ip:port`).
     pub upstream: Option<SocketAddr>,
+    /// For an upstream: `"public"` (the default) or `"token"`, as for a path rule.
+    pub auth: Option<String>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,6 +56,8 @@ enum Behaviour {
     Echo,
     Slow(Duration),
     BlackHole,
+    /// Every plain request gets this HTML page; WebSocket handshakes get the echo.
+    Page(&'static str),
 }
 
 #[derive(Default)]
@@ -98,6 +100,12 @@ impl Upstream {
     /// An echo server that waits `delay` before answering each request.
     pub async fn slow(name: &str, delay: Duration) -> Upstream {
         Self::start(name, Behaviour::Slow(delay)).await
+    }
+
+    /// Serves `html` (text/html) for every request and echoes WebSockets: a page whose own
+    /// script talks to the workspace, for the browser tests.
+    pub async fn page(name: &str, html: &'static str) -> Upstream {
+        Self::start(name, Behaviour::Page(html)).await
     }
 
     /// Accepts connections and never answers.
@@ -207,15 +215,11 @@ async fn accept_loop(listener: TcpListener, name: String, behaviour: Behaviour, 
                         }
                     }
                 }
-                Behaviour::Echo | Behaviour::Slow(_) => {
-                    let delay = match behaviour {
-                        Behaviour::Slow(d) => Some(d),
-                        _ => None,
-                    };
+                Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Page(_) => {
                     let service = service_fn(move |req| {
                         let name = name.clone();
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(req, &name, delay, &state).await) }
+                        async move { Ok::<_, Infallible>(handle(req, &name, behaviour, &state).await) }
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -244,9 +248,13 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 async fn handle(
     req: Request<Incoming>,
     name: &str,
-    delay: Option<Duration>,
+    behaviour: Behaviour,
     state: &Arc<State>,
 ) -> Response<Full<Bytes>> {
+    let delay = match behaviour {
+        Behaviour::Slow(d) => Some(d),
+        _ => None,
+    };
     let method = req.method().to_string();
     let path = req
         .uri()
@@ -274,6 +282,14 @@ async fn handle(
 
     if websocket {
         return accept_websocket(req);
+    }
+    if let Behaviour::Page(html) = behaviour {
+        let mut resp = Response::new(Full::new(Bytes::from_static(html.as_bytes())));
+        resp.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
     }
 
     let body_len = match req.into_body().collect().await {

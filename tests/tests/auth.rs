@@ -439,3 +439,76 @@ async fn a_session_from_one_replica_works_on_another_with_the_same_key() {
         "a replica with another key refuses the session"
     );
 }
+
+/// On a `replay` listener a protected path is checked before the `fly-replay` answer, and with
+/// `[replay] state_key_env` every replay carries `state=<value>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_listener_checks_before_replaying_and_adds_the_state() {
+    use hubify_edge_tests::client::http;
+    const STATE: &str = "replay-state-0123456789abcdef";
+    for fast in ENGINES {
+        let issuer = Issuer::ed25519("api-1");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks(&[&issuer])).expect("write");
+        let cfg = protected(
+            EdgeConfig::new()
+                .path(PathRule::new("/terminal", 8080))
+                .path(PathRule::new("/dashboard", 3001))
+                .path(PathRule::new("/", 3000)),
+            &jwks_path,
+            fast,
+        )
+        .env("HUBIFY_EDGE_REPLAY_STATE", STATE);
+        let toml = cfg
+            .to_toml()
+            .replacen(
+                "dispatch = \"forward\"\nbehind_fly",
+                "dispatch = \"replay\"\nbehind_fly",
+                1,
+            )
+            .replacen(
+                "label = \"alice\"\naddress = \"127.0.0.1\"",
+                "label = \"alice\"\napp = \"hubify-ws-alice\"\nmachine_id = \"m1\"",
+                1,
+            )
+            .replacen(
+                "[log]",
+                "[replay]\nstate_key_env = \"HUBIFY_EDGE_REPLAY_STATE\"\n\n[log]",
+                1,
+            );
+        assert!(
+            toml.contains("dispatch = \"replay\"") && toml.contains("machine_id"),
+            "{toml}"
+        );
+        let mut router =
+            hubify_edge_tests::Router::spawn_env(&toml, &cfg.listener_ports(), &cfg.env);
+        router.wait_ready().await;
+        let port = cfg.http_port();
+        let alice = alice();
+
+        let r = http(port, &Req::get(&alice, "/terminal/")).await;
+        assert_eq!(r.status, 401, "fast={fast}: {}", r.summary());
+        assert_eq!(r.header("fly-replay"), None, "fast={fast}");
+        let token = issuer.token(&alice, "u", "terminal", 60);
+        let authorized =
+            Req::get(&alice, "/terminal/").header("authorization", &format!("Bearer {token}"));
+        let r = http(port, &authorized).await;
+        assert_eq!(r.status, 307, "fast={fast}: {}", r.summary());
+        assert_eq!(
+            r.header("fly-replay").as_deref(),
+            Some(format!("app=hubify-ws-alice;instance=m1;state={STATE}").as_str()),
+            "fast={fast}"
+        );
+        // A first visit gets its session before any replay.
+        let r = http(
+            port,
+            &Req::get(&alice, &format!("/terminal/?hubify_token={token}")),
+        )
+        .await;
+        assert_eq!(r.status, 303, "fast={fast}");
+        // Public paths replay without a token.
+        let r = http(port, &Req::get(&alice, "/")).await;
+        assert_eq!(r.status, 307, "fast={fast}");
+    }
+}

@@ -234,11 +234,7 @@ impl Auth {
     }
 
     /// An access checker on keys already parsed (benchmarks, fuzzing); it never reloads.
-    pub fn with_keys(
-        config: hubify_edge_config::Auth,
-        keys: Keys,
-        sessions: SessionKeys,
-    ) -> Auth {
+    pub fn with_keys(config: hubify_edge_config::Auth, keys: Keys, sessions: SessionKeys) -> Auth {
         Auth {
             config,
             keys: ArcSwap::from_pointee(keys),

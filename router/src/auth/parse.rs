@@ -75,14 +75,23 @@ pub fn session_cookie(cookie: &[u8]) -> Option<&[u8]> {
         .map(|p| &p[SESSION_COOKIE.len() + 1..])
 }
 
+/// Whether a pair holds `__Host-hubify_session=` anywhere: whatever bytes a client put before
+/// the name, a lenient cookie parser upstream must never find the router's session.
+fn mentions_session(pair: &[u8]) -> bool {
+    let needle = SESSION_COOKIE.as_bytes();
+    pair.windows(needle.len() + 1)
+        .any(|w| w[..needle.len()] == *needle && w[needle.len()] == b'=')
+}
+
 /// The Cookie value without the router's session cookie: `None` when it holds none (forward it
-/// unchanged), else the other pairs joined with `; ` (empty: send no Cookie at all).
+/// unchanged), else the other pairs joined with `; ` (empty: send no Cookie at all). A pair that
+/// mentions the session cookie anywhere is dropped whole.
 pub fn without_session_cookie(cookie: &[u8]) -> Option<Vec<u8>> {
-    if !pairs(cookie).any(is_session) {
+    if !mentions_session(cookie) {
         return None;
     }
     let mut out = Vec::with_capacity(cookie.len());
-    for p in pairs(cookie).filter(|p| !is_session(p)) {
+    for p in pairs(cookie).filter(|p| !mentions_session(p)) {
         if !out.is_empty() {
             out.extend_from_slice(b"; ");
         }

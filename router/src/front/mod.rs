@@ -111,6 +111,14 @@ pub struct Access {
 }
 
 impl Access {
+    /// The access step's changes for a request forwarded with `[auth]` configured.
+    fn of(req: &impl RequestView, grant: Option<Grant>) -> Box<Access> {
+        Box::new(Access {
+            grant,
+            cookie: req.cookie().and_then(|c| auth::without_session_cookie(&c)),
+        })
+    }
+
     /// The client's `Authorization` carried the router's token: it is not forwarded.
     pub fn drops_authorization(&self) -> bool {
         self.grant.as_ref().is_some_and(|g| g.via == Via::Bearer)
@@ -436,7 +444,7 @@ impl Front {
             HostMatch::Workspace(label) => label,
             HostMatch::Apex => {
                 return match config.reserved.get("@") {
-                    Some(r) => self.reserved(req, r),
+                    Some(r) => self.reserved(req, r, &host, raw_host, notes),
                     None => Answer::page(404, Outcome::NotFound, "No workspace at this address."),
                 }
             }
@@ -446,7 +454,7 @@ impl Front {
             }
         };
         if let Some(r) = config.reserved.get(label.as_ref()) {
-            return self.reserved(req, r);
+            return self.reserved(req, r, &host, raw_host, notes);
         }
         if config.log.access {
             notes.label = Some(label.to_string());
@@ -497,7 +505,7 @@ impl Front {
                 .map(|v| std::str::from_utf8(v).unwrap_or("")),
         };
         let access = |rule: &PathRule, notes: &mut Notes| match auth {
-            Some(a) => self.access(a, req, rule, &host, raw_host, route.auth_epoch, notes),
+            Some(a) => self.access(a, req, &rule.auth, &host, raw_host, route.auth_epoch, notes),
             None => Ok(None),
         };
         match decide(&route, &facts, &config.paths, self.mode) {
@@ -537,12 +545,7 @@ impl Front {
                     Ok(g) => g,
                     Err(answer) => return answer,
                 };
-                let access = auth.map(|_| {
-                    Box::new(Access {
-                        grant,
-                        cookie: req.cookie().and_then(|c| auth::without_session_cookie(&c)),
-                    })
-                });
+                let access = auth.map(|_| Access::of(req, grant));
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -586,13 +589,13 @@ impl Front {
         &self,
         auth: &Auth,
         req: &impl RequestView,
-        rule: &PathRule,
+        rule: &PathAuth,
         host: &str,
         authority: &str,
         epoch: u64,
         notes: &mut Notes,
     ) -> Result<Option<Grant>, Answer> {
-        let PathAuth::Token { scope } = &rule.auth else {
+        let PathAuth::Token { scope } = rule else {
             return Ok(None);
         };
         let cookie = req.cookie();
@@ -640,20 +643,39 @@ impl Front {
         }
     }
 
-    fn reserved(&self, req: &impl RequestView, r: &Reserved) -> Answer {
+    fn reserved(
+        &self,
+        req: &impl RequestView,
+        r: &Reserved,
+        host: &str,
+        authority: &str,
+        notes: &mut Notes,
+    ) -> Answer {
         match r {
             Reserved::Redirect(base) => Answer::Redirect(Redirect {
                 status: 308,
                 location: format!("{base}{}", req.path_and_query()),
                 set_cookie: None,
             }),
-            Reserved::Upstream(addr) => Answer::Forward(Plan {
-                addr: *addr,
-                rewritten: None,
-                read_timeout: self.shared.config.upstream.read_timeout,
-                idle_timeout: None,
-                access: None,
-            }),
+            Reserved::Upstream { addr, auth: rule } => {
+                // Protected like a path rule; a reserved name has no route record: epoch 0.
+                let auth = self.shared.auth.as_deref();
+                let grant = match auth {
+                    Some(a) => match self.access(a, req, rule, host, authority, 0, notes) {
+                        Ok(g) => g,
+                        Err(answer) => return answer,
+                    },
+                    None => None,
+                };
+                Answer::Forward(Plan {
+                    addr: *addr,
+                    rewritten: auth
+                        .and_then(|_| auth::query_token(req.path_and_query()).map(|(_, t)| t)),
+                    read_timeout: self.shared.config.upstream.read_timeout,
+                    idle_timeout: None,
+                    access: auth.map(|_| Access::of(req, grant)),
+                })
+            }
         }
     }
 }
