@@ -35,6 +35,7 @@ fn check(a: &Auth, creds: Credentials<'_>) -> bool {
         path_and_query: "/terminal/",
         credentials: creds,
         upgrade: false,
+        unsafe_method: false,
         scope: "terminal",
         epoch: 0,
     };

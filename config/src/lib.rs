@@ -254,6 +254,40 @@ pub struct Log {
     pub access: bool,
 }
 
+/// Whether two listening addresses need the same socket: the same port (not 0, which picks a
+/// free one) and the same address, or one of them the unspecified address of its family (or
+/// `[::]`, which also takes IPv4 on a dual-stack host).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let wide = |x: &SocketAddr, y: &SocketAddr| {
+        x.ip().is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4())
+    };
+    a.ip() == b.ip() || wide(&a, &b) || wide(&b, &a)
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// `[log] level`: a level, or comma-separated directives `target=level` (the `HUBIFY_EDGE_LOG`
+/// syntax). A bare word that is not a level would be read as a target and silence every line.
+fn check_log_level(level: &str) -> Result<(), String> {
+    let is_level = |l: &str| LEVELS.iter().any(|v| v.eq_ignore_ascii_case(l.trim()));
+    for d in level.split(',').map(str::trim) {
+        let ok = match d.rsplit_once('=') {
+            Some((target, l)) => !target.trim().is_empty() && is_level(l),
+            None => is_level(d),
+        };
+        if !ok {
+            return Err(format!(
+                "{d:?} is not a level ({}) or a `target=level` directive",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn d(v: Option<ConfDuration>, default: Duration) -> Duration {
     v.map(|c| c.0).unwrap_or(default)
 }
@@ -357,8 +391,8 @@ impl Validator<'_> {
             return Err(self.err("server.header_timeout", "must be longer than zero"));
         }
 
-        let listeners = self.listeners(raw.listeners)?;
         let ops = raw.ops.map(|o| o.address);
+        let listeners = self.listeners(raw.listeners, ops)?;
         let tls = self.tls(raw.tls)?;
 
         let upstream = Upstream {
@@ -463,6 +497,9 @@ impl Validator<'_> {
         let auth = self.auth(raw.auth, &paths, &reserved)?;
 
         let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if let Err(why) = check_log_level(&level) {
+            return Err(self.err("log.level", why));
+        }
         let log = Log {
             format: raw.log.format.unwrap_or_default(),
             level,
@@ -540,11 +577,12 @@ impl Validator<'_> {
             login_url: raw.login_url,
             leeway: d(raw.leeway, Duration::from_secs(30)),
         };
-        if auth.max_token_lifetime.is_zero() {
-            return Err(self.err("auth.max_token_lifetime", "must be greater than zero"));
+        if auth.max_token_lifetime.is_zero() || auth.max_token_lifetime > Duration::from_secs(86400)
+        {
+            return Err(self.err("auth.max_token_lifetime", "must be between 1s and 1d"));
         }
-        if auth.session_ttl.is_zero() {
-            return Err(self.err("auth.session_ttl", "must be greater than zero"));
+        if auth.session_ttl.is_zero() || auth.session_ttl > Duration::from_secs(30 * 86400) {
+            return Err(self.err("auth.session_ttl", "must be between 1s and 30d"));
         }
         if auth.leeway > Duration::from_secs(60) {
             return Err(self.err("auth.leeway", "must be at most 60s"));
@@ -560,7 +598,11 @@ impl Validator<'_> {
         Ok(Some(auth))
     }
 
-    fn listeners(&self, raw: surface::Listeners) -> Result<Listeners, ConfigError> {
+    fn listeners(
+        &self,
+        raw: surface::Listeners,
+        ops: Option<SocketAddr>,
+    ) -> Result<Listeners, ConfigError> {
         let https = match raw.https {
             None => None,
             Some(h) => {
@@ -611,12 +653,16 @@ impl Validator<'_> {
                 redirect.as_ref().map(|l| l.address),
                 "listeners.redirect.address",
             ),
+            (ops, "ops.address"),
         ] {
             let Some(addr) = addr else { continue };
-            if addr.port() != 0 {
-                if let Some((_, other)) = seen.iter().find(|(a, _)| *a == addr) {
-                    return Err(self.err(key, format!("{addr} is already used by `{other}`")));
-                }
+            if let Some((other_addr, other)) = seen.iter().find(|(a, _)| overlaps(*a, addr)) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{addr} overlaps `{other}` ({other_addr}): one socket cannot serve both"
+                    ),
+                ));
             }
             seen.push((addr, key));
         }

@@ -236,3 +236,37 @@ fn bad_acme_values_name_their_key() {
     let cf = "[acme.dns]\nprovider = \"cloudflare\"\nzone_id = \"z\"\napi_base = \"ftp://x\"\n";
     assert_eq!(err(&with(&format!("{ACME}{cf}"))).key, "acme.dns.api_base");
 }
+
+#[test]
+fn listening_addresses_overlap_by_port_and_wildcard() {
+    let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("an address");
+    assert!(crate::overlaps(a("127.0.0.1:80"), a("127.0.0.1:80")));
+    assert!(crate::overlaps(a("0.0.0.0:80"), a("127.0.0.1:80")));
+    assert!(
+        crate::overlaps(a("127.0.0.1:80"), a("[::]:80")),
+        "[::] is dual-stack"
+    );
+    assert!(!crate::overlaps(a("0.0.0.0:80"), a("[::1]:80")));
+    assert!(!crate::overlaps(a("127.0.0.1:80"), a("127.0.0.2:80")));
+    assert!(!crate::overlaps(a("127.0.0.1:80"), a("127.0.0.1:81")));
+    assert!(
+        !crate::overlaps(a("127.0.0.1:0"), a("127.0.0.1:0")),
+        "port 0 picks a free one"
+    );
+}
+
+#[test]
+fn log_levels() {
+    for ok in [
+        "info",
+        "WARN",
+        "warn,access=info",
+        "hubify_edge=debug, pingora=error",
+        "off",
+    ] {
+        assert!(crate::check_log_level(ok).is_ok(), "{ok}");
+    }
+    for bad in ["verbose", "", "info,", "=info", "x=loud", "info warn"] {
+        assert!(crate::check_log_level(bad).is_err(), "{bad:?}");
+    }
+}

@@ -71,6 +71,7 @@ fuzz_target!(|data: &[u8]| {
                 origin,
             },
             upgrade,
+            unsafe_method: upgrade,
             scope: "terminal",
             epoch: 0,
         };

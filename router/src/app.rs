@@ -112,6 +112,53 @@ fn edge_app(conf: &Arc<ServerConf>, mode: ListenerMode, shared: &Arc<Shared>) ->
     EdgeApp::new(front, pingora, shared.config.server.fast_path)
 }
 
+/// What `run` would refuse at start besides the configuration itself, checked without binding a
+/// socket or changing anything: the certificate files, the ACME state directory, the JWKS, the
+/// session keys. `check` runs it; so does `run`, before anything starts. The error names the key.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    match &config.tls.source {
+        TlsSource::Files { cert, key, .. } => {
+            FileWatcher::new(cert.clone(), key.clone(), Arc::new(CertResolver::new()))
+                .poll()
+                .map_err(|e| format!("`tls.cert`/`tls.key`: {e}"))?;
+        }
+        TlsSource::SelfSigned | TlsSource::Acme => {}
+    }
+    if let (TlsSource::Acme, Some(acme)) = (&config.tls.source, &config.acme) {
+        writable_dir(&acme.state_dir)
+            .map_err(|e| format!("`acme.state_dir`: {}: {e}", acme.state_dir.display()))?;
+    }
+    if let Some(auth) = &config.auth {
+        crate::auth::Keys::load(&auth.jwks).map_err(|e| e.to_string())?;
+        if std::env::var_os(crate::auth::SESSION_KEY_ENV).is_some() {
+            crate::auth::SessionKeys::from_env().map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory the process can write to, or could create (its nearest existing ancestor is
+/// writable). Probes with a file it removes at once; creates nothing else.
+fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = std::path::Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("{} is not a directory", at.display()));
+    }
+    let probe = at.join(format!(".hubify-edge-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| format!("cannot write in {}: {e}", at.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// The access checker of `[auth]`: the JWKS file loaded and watched, the session keys read.
 pub fn start_auth(config: &Config) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
     use crate::auth::{Auth, SessionKeys, SESSION_KEY_ENV};

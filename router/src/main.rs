@@ -201,18 +201,10 @@ fn main() -> ExitCode {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "<embedded default config>".into());
-            // The files the router would load at start: the JWKS (and the session keys).
-            if let Some(auth) = &config.auth {
-                if let Err(e) = hubify_edge::auth::Keys::load(&auth.jwks) {
-                    eprintln!("hubify-edge: invalid configuration: {source}: {e}");
-                    return ExitCode::from(1);
-                }
-                if std::env::var_os(hubify_edge::auth::SESSION_KEY_ENV).is_some() {
-                    if let Err(e) = hubify_edge::auth::SessionKeys::from_env() {
-                        eprintln!("hubify-edge: invalid configuration: {e}");
-                        return ExitCode::from(1);
-                    }
-                }
+            // What `run` would refuse besides the file itself: certificates, state dir, JWKS.
+            if let Err(e) = hubify_edge::app::preflight(&config) {
+                eprintln!("hubify-edge: invalid configuration: {source}: {e}");
+                return ExitCode::from(1);
             }
             println!("{source}: ok");
             ExitCode::SUCCESS
@@ -240,6 +232,11 @@ fn main() -> ExitCode {
                 grace_period: config.server.grace_period,
                 shutdown_timeout: config.server.shutdown_timeout,
             };
+            if let Err(e) = hubify_edge::app::preflight(&config) {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("hubify-edge: cannot start: {e}");
+                return ExitCode::from(1);
+            }
             match hubify_edge::app::build(config) {
                 Ok(server) => {
                     tracing::info!(version = env!("CARGO_PKG_VERSION"), "hubify-edge starting");

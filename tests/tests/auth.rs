@@ -510,5 +510,60 @@ async fn a_replay_listener_checks_before_replaying_and_adds_the_state() {
         // Public paths replay without a token.
         let r = http(port, &Req::get(&alice, "/")).await;
         assert_eq!(r.status, 307, "fast={fast}");
+        // Fly replays the request as it came: a client's X-Hubify-User would reach the workspace.
+        let r = http(
+            port,
+            &Req::get(&alice, "/").header("x-hubify-user", "forged"),
+        )
+        .await;
+        assert_eq!(r.status, 400, "fast={fast}");
+    }
+}
+
+/// A path that a lenient server reads as `/terminal` is checked as `/terminal`, and a token of
+/// the API's keys never reaches a public path either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_variants_of_a_protected_prefix_are_checked_and_public_paths_get_no_token() {
+    for fast in ENGINES {
+        let e = env(fast).await;
+        for (proto, alpn) in protocols() {
+            let what = format!("fast={fast} {proto}");
+            for path in [
+                "//terminal/",
+                "/%74erminal/",
+                "/TERMINAL/",
+                "/x/../terminal/",
+                "/terminal;a/",
+            ] {
+                let r = e.get(alpn, &Req::get(&alice(), path)).await;
+                assert!(
+                    r.status == 401 || r.status == 400,
+                    "{what}: {path} must not pass without a credential: {}",
+                    r.summary()
+                );
+            }
+            let token = e.issuer.token(&alice(), "cli", "terminal", 60);
+            let r = e
+                .get(
+                    alpn,
+                    &Req::get(&alice(), "/api").header("authorization", &format!("Bearer {token}")),
+                )
+                .await;
+            assert_eq!(r.echo().service, "gateway", "{what}");
+            assert_eq!(
+                r.echo().header("authorization"),
+                None,
+                "{what}: the API's token stays out"
+            );
+        }
+        assert!(
+            e.stack
+                .gateway
+                .requests()
+                .iter()
+                .all(|s| !s.path.to_ascii_lowercase().contains("terminal")),
+            "fast={fast}: {:?}",
+            e.stack.gateway.requests()
+        );
     }
 }

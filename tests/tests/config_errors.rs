@@ -333,3 +333,58 @@ fn path_auth_values_are_checked() {
     );
     assert_rejected(&toml, &["`paths[0].scope`", "needs the scope"]);
 }
+
+#[test]
+fn ops_and_listeners_may_not_share_a_socket() {
+    let mut c = base();
+    c.ops = c.https;
+    assert_rejected(
+        &c.to_toml(),
+        &["`ops.address`", "overlaps `listeners.https.address`"],
+    );
+    // 0.0.0.0 takes every IPv4 address of the port, 127.0.0.1 among them.
+    let c = base().with_ops();
+    let port = c.ops.expect("ops");
+    let toml = c.to_toml().replace(
+        &format!("[ops]\naddress = \"127.0.0.1:{port}\""),
+        &format!("[ops]\naddress = \"0.0.0.0:{}\"", c.http_port()),
+    );
+    assert_rejected(&toml, &["`ops.address`", "listeners.http.address"]);
+}
+
+#[test]
+fn a_log_level_that_is_not_a_level_is_refused() {
+    let base = base().to_toml();
+    for bad in ["verbose", "info,hubify=loud", "=info"] {
+        let toml = mutate(&base, "level = \"info\"", &format!("level = {bad:?}"));
+        assert_rejected(&toml, &["`log.level`"]);
+    }
+    let toml = mutate(&base, "level = \"info\"", "level = \"warn,access=info\"");
+    let (out, _dir) = check_toml(&toml);
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+#[test]
+fn check_opens_the_certificate_files() {
+    let toml = mutate(
+        &base().to_toml(),
+        "[tls]\nsource = \"self-signed\"\n",
+        "[tls]\nsource = \"files\"\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    );
+    assert_rejected(&toml, &["`tls.cert`", "/nonexistent/cert.pem"]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, "not a certificate").expect("write");
+    std::fs::write(&key, "not a key").expect("write");
+    let toml = mutate(
+        &base().to_toml(),
+        "[tls]\nsource = \"self-signed\"\n",
+        &format!(
+            "[tls]\nsource = \"files\"\ncert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    );
+    assert_rejected(&toml, &["`tls.cert`", "cert.pem"]);
+}

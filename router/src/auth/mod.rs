@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::metrics::AuthResult;
@@ -63,9 +65,10 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Parses a JWKS document. Keys must have a `kid` and be Ed25519 (`OKP`) or P-256 (`EC`);
-    /// a key with `"use": "enc"` or another type is an error naming it (an operator's typo must
-    /// not silently drop a key).
+    /// Parses a JWKS document. Keys must have a `kid` and be Ed25519 (`OKP`) or P-256 (`EC`)
+    /// public keys of the right length; a key with `"use"` other than `"sig"`, an `alg` that does
+    /// not fit its type, or another type is an error naming it (an operator's mistake must not
+    /// silently drop a key or fail every token later).
     pub fn parse(path: &Path, text: &[u8]) -> Result<Keys, JwksError> {
         let set: JwkSet = serde_json::from_slice(text).map_err(|e| JwksError::Parse {
             path: path.to_owned(),
@@ -81,15 +84,42 @@ impl Keys {
             let Some(kid) = jwk.common.key_id.clone().filter(|k| !k.is_empty()) else {
                 return Err(why("no `kid` (every key needs one)"));
             };
+            let len32 = |v: &str| URL_SAFE_NO_PAD.decode(v).is_ok_and(|b| b.len() == 32);
             let alg = match &jwk.algorithm {
                 AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    if !len32(&p.x) {
+                        return Err(why("`x` is not a 32-byte base64url Ed25519 public key"));
+                    }
                     Algorithm::EdDSA
                 }
                 AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    if !len32(&p.x) || !len32(&p.y) {
+                        return Err(why(
+                            "`x` and `y` must be 32-byte base64url P-256 coordinates",
+                        ));
+                    }
                     Algorithm::ES256
                 }
                 _ => return Err(why("not an Ed25519 (OKP) or P-256 (EC) public key")),
             };
+            if jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_some_and(|u| *u != PublicKeyUse::Signature)
+            {
+                return Err(why("`use` is not \"sig\""));
+            }
+            if let Some(declared) = jwk.common.key_algorithm {
+                let fits = matches!(
+                    (declared, alg),
+                    (KeyAlgorithm::EdDSA, Algorithm::EdDSA)
+                        | (KeyAlgorithm::ES256, Algorithm::ES256)
+                );
+                if !fits {
+                    return Err(why("its `alg` does not fit the key type (EdDSA for OKP Ed25519, ES256 for EC P-256)"));
+                }
+            }
             let key = DecodingKey::from_jwk(jwk).map_err(|e| why(&e.to_string()))?;
             if by_kid.insert(kid.clone(), Key { alg, key }).is_some() {
                 return Err(why(&format!("`kid` {kid:?} appears twice")));
@@ -180,6 +210,10 @@ pub struct Request<'a> {
     pub credentials: Credentials<'a>,
     /// A WebSocket handshake.
     pub upgrade: bool,
+    /// A method that changes state (not GET, HEAD or OPTIONS): with the session cookie, its
+    /// `Origin`, when present, must be the workspace's own (cross-site request forgery from a
+    /// sibling workspace, which is same-site for `SameSite=Lax`).
+    pub unsafe_method: bool,
     /// The rule's scope.
     pub scope: &'a str,
     /// The workspace's current auth epoch (route record `auth_epoch`).
@@ -324,10 +358,12 @@ impl Auth {
             Some(iat) => iat,
             None => now,
         };
-        if c.exp.saturating_sub(issued) > max.saturating_add(leeway) {
+        if c.exp.saturating_sub(issued) > max {
             return Err(AuthResult::Invalid);
         }
-        if !header_safe(&c.sub, 256) || !header_safe(&c.scope, 1024) {
+        // `sub` becomes X-Hubify-User: non-empty, printable, nothing a trim would change.
+        let sub_ok = header_safe(&c.sub, 256) && !c.sub.is_empty() && c.sub.trim() == c.sub;
+        if !sub_ok || !header_safe(&c.scope, 1024) {
             return Err(AuthResult::Invalid);
         }
         Ok(Grant {
@@ -360,25 +396,30 @@ impl Auth {
                     ..grant
                 });
             }
-            // A session already held for this workspace and user keeps its other scopes.
+            // A session already held for this workspace and user keeps its other scopes, but not
+            // past its own expiry (a scope the API stopped granting must not live on).
+            let mut expires = now.saturating_add(self.config.session_ttl.as_secs());
             let scopes = match self.session_of(r, now) {
-                Ok(s) if s.user == grant.user => merge_scopes(&s.scopes, &grant.scopes),
+                Ok(s) if s.user == grant.user => {
+                    expires = expires.min(s.expires);
+                    merge_scopes(&s.scopes, &grant.scopes)
+                }
                 _ => grant.scopes.clone(),
             };
             let session = Session {
                 host: r.host.to_string(),
                 user: grant.user.clone(),
                 scopes,
-                expires: now + self.config.session_ttl.as_secs(),
+                expires,
                 epoch: r.epoch,
             };
             let cookie = format!(
                 "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
                 self.sessions.seal(&session),
-                self.config.session_ttl.as_secs()
+                expires.saturating_sub(now)
             );
             return Verdict::SetSession {
-                location: rest,
+                location: same_site_location(rest),
                 cookie,
                 grant: Grant {
                     via: Via::Session,
@@ -395,7 +436,12 @@ impl Auth {
                 };
             }
         }
+        let foreign = r
+            .credentials
+            .origin
+            .is_some_and(|o| !same_origin(o, r.scheme, r.authority));
         match self.session_of(r, now) {
+            Ok(_) if r.unsafe_method && foreign => Verdict::Refused(AuthResult::Origin),
             Ok(s) if has_scope(&s.scopes, r.scope) => Verdict::Granted(Grant {
                 user: s.user,
                 scopes: s.scopes,
@@ -437,6 +483,13 @@ impl Auth {
         Ok(s)
     }
 
+    /// Whether an `Authorization` value carries a token of the API's keys: such a field never
+    /// reaches a workspace, on any path (a process on a public port must not collect tokens
+    /// good for the terminal).
+    pub fn carries_token(&self, authorization: &[u8]) -> bool {
+        bearer(authorization).is_some_and(|t| self.is_ours(t))
+    }
+
     /// Whether a bearer token names one of the API's keys (else it belongs to the workspace's
     /// own scheme and is left alone).
     fn is_ours(&self, token: &str) -> bool {
@@ -460,11 +513,78 @@ impl Auth {
     }
 }
 
+/// Whether a path may mean another path to a server that decodes, merges slashes, resolves dot
+/// segments, drops `;` parameters or ignores case: then [`canonical_path`] decides which rule's
+/// access check applies.
+pub fn needs_canonical(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or("");
+    path.bytes()
+        .any(|b| matches!(b, b'%' | b';' | b'\\') || b.is_ascii_uppercase())
+        || path.contains("//")
+        || path.contains("/.")
+}
+
+/// The path as a lenient server would read it: percent-decoded (bytes as Latin-1), `\` as `/`,
+/// `;` parameters dropped, empty and `.` segments removed, `..` resolved, lower-cased.
+pub fn canonical_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let raw = path.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match raw[i] {
+            b'%' if i + 2 < raw.len() => match (hex(raw[i + 1]), hex(raw[i + 2])) {
+                (Some(h), Some(l)) => {
+                    decoded.push(char::from((h * 16 + l) as u8));
+                    i += 3;
+                    continue;
+                }
+                _ => decoded.push('%'),
+            },
+            b'\\' => decoded.push('/'),
+            b => decoded.push(char::from(b)),
+        }
+        i += 1;
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        let seg = seg.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_ascii_lowercase()),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// The target without `hubify_token` (unchanged when it has none).
 pub fn strip_token(path_and_query: &str) -> std::borrow::Cow<'_, str> {
     match query_token(path_and_query) {
         Some((_, rest)) => rest.into(),
         None => path_and_query.into(),
+    }
+}
+
+/// A redirect target that stays on this host: `//evil.test/x` (protocol-relative) and `/\\x`
+/// become `/evil.test/x` and `/x`.
+fn same_site_location(path: String) -> String {
+    let rest = path.trim_start_matches(['/', '\\']);
+    if rest.len() + 1 == path.len() {
+        path
+    } else {
+        format!("/{rest}")
     }
 }
 

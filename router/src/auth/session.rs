@@ -115,7 +115,7 @@ impl SessionKeys {
         {
             return None;
         }
-        let payload = URL_SAFE_NO_PAD.decode(&signed[PREFIX.len()..]).ok()?;
+        let payload = URL_SAFE_NO_PAD.decode(signed.get(PREFIX.len()..)?).ok()?;
         serde_json::from_slice(&payload).ok()
     }
 }

@@ -49,6 +49,7 @@ fn request<'a>(path: &'a str, creds: Credentials<'a>, scope: &'a str) -> Request
         path_and_query: path,
         credentials: creds,
         upgrade: false,
+        unsafe_method: false,
         scope,
         epoch: 0,
     }
@@ -441,4 +442,132 @@ fn the_login_link_returns_to_the_url_without_the_token() {
         f.auth.login_link("https", HOST, "/terminal/?x=1&hubify_token=abc").as_deref(),
         Some("https://hubify.test/login?return_to=https%3A%2F%2Falice.hubify.test%2Fterminal%2F%3Fx%3D1")
     );
+}
+
+#[test]
+fn redirects_stay_on_the_host() {
+    assert_eq!(
+        same_site_location("/terminal/?a=1".into()),
+        "/terminal/?a=1"
+    );
+    assert_eq!(
+        same_site_location("//evil.test/x?a".into()),
+        "/evil.test/x?a"
+    );
+    assert_eq!(same_site_location("/\\evil.test".into()), "/evil.test");
+    assert_eq!(same_site_location("///".into()), "/");
+}
+
+#[test]
+fn a_state_changing_request_with_the_session_must_come_from_the_workspace() {
+    let f = fixture();
+    let t = f.issuer.token(HOST, "u", "terminal dashboard", 300);
+    let path = format!("/dashboard?hubify_token={t}");
+    let Verdict::SetSession { cookie, .. } = f
+        .auth
+        .check(&request(&path, Credentials::default(), "dashboard"), now())
+    else {
+        panic!("a session");
+    };
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let post = |origin: Option<&'static [u8]>, bearer: Option<&[u8]>| {
+        let creds = Credentials {
+            cookie: Some(pair.as_bytes()),
+            origin,
+            authorization: bearer,
+        };
+        let r = Request {
+            unsafe_method: true,
+            ..request("/dashboard/api", creds, "dashboard")
+        };
+        f.auth.check(&r, now())
+    };
+    // bob's workspace is same-site: SameSite=Lax sends the cookie; the origin check refuses.
+    assert_eq!(
+        post(Some(b"https://bob.hubify.test"), None),
+        Verdict::Refused(AuthResult::Origin)
+    );
+    assert!(matches!(
+        post(Some(b"https://alice.hubify.test"), None),
+        Verdict::Granted(_)
+    ));
+    assert!(matches!(post(None, None), Verdict::Granted(_)));
+    // A bearer token is not an ambient credential: another origin may use it (CORS decides).
+    let header = format!("Bearer {t}");
+    assert!(matches!(
+        post(Some(b"https://hubify.test"), Some(header.as_bytes())),
+        Verdict::Granted(Grant {
+            via: Via::Bearer,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn canonical_paths_read_like_a_lenient_server() {
+    for (raw, canon) in [
+        ("/terminal/", "/terminal"),
+        ("//terminal/", "/terminal"),
+        ("/%74erminal/x", "/terminal/x"),
+        ("/TERMINAL", "/terminal"),
+        ("/x/../terminal/?a=1", "/terminal"),
+        ("/terminal;a/b", "/terminal/b"),
+        ("/.\\terminal", "/terminal"),
+        ("/%2e%2e/terminal", "/terminal"),
+        ("/%zz/..", "/"),
+        ("/%", "/%"),
+        ("", "/"),
+    ] {
+        assert_eq!(canonical_path(raw), canon, "{raw:?}");
+    }
+    assert!(!needs_canonical("/terminal/ws?A=%20"));
+    for odd in ["//t", "/%74", "/T", "/a/./b", "/a;b", "/a\\b"] {
+        assert!(needs_canonical(odd), "{odd}");
+    }
+}
+
+#[test]
+fn jwks_keys_must_be_signing_keys_of_the_right_size() {
+    let p = Path::new("/x/jwks.json");
+    let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+    let key = |extra: &str, x: &str| {
+        format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"k"{extra}}}]}}"#)
+    };
+    assert!(Keys::parse(p, key("", x).as_bytes()).is_ok());
+    assert!(Keys::parse(p, key(r#","use":"sig","alg":"EdDSA""#, x).as_bytes()).is_ok());
+    for (extra, x, why) in [
+        (r#","use":"enc""#, x, "`use`"),
+        (r#","alg":"ES256""#, x, "`alg`"),
+        ("", "AAAA", "32-byte"),
+    ] {
+        let e = Keys::parse(p, key(extra, x).as_bytes())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+}
+
+#[test]
+fn the_lifetime_bound_is_exact_and_sub_must_be_a_clean_name() {
+    let f = fixture();
+    let now = now();
+    let token = |iat: u64, exp: u64, sub: &str| {
+        f.issuer
+            .sign(&serde_json::json!({"aud": HOST, "sub": sub, "iat": iat, "exp": exp}))
+    };
+    assert!(f
+        .auth
+        .verify_token(&token(now, now + 600, "u"), HOST, now)
+        .is_ok());
+    assert_eq!(
+        f.auth.verify_token(&token(now, now + 601, "u"), HOST, now),
+        Err(AuthResult::Invalid)
+    );
+    for sub in ["", " alice", "alice ", "a\tb"] {
+        assert_eq!(
+            f.auth.verify_token(&token(now, now + 60, sub), HOST, now),
+            Err(AuthResult::Invalid),
+            "{sub:?}"
+        );
+    }
 }

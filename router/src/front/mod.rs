@@ -47,6 +47,8 @@ pub const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
 pub const FLY_REPLAY_SRC: HeaderName = HeaderName::from_static("fly-replay-src");
 pub const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-failed");
 pub const ORIGIN: HeaderName = HeaderName::from_static("origin");
+pub const X_HUBIFY_USER: HeaderName = HeaderName::from_static("x-hubify-user");
+pub const X_HUBIFY_SCOPES: HeaderName = HeaderName::from_static("x-hubify-scopes");
 
 /// The Cookie fields of a request as the single field HTTP/1.1 allows, joined with `; ` (RFC 9113
 /// §8.2.3); `None` without cookies.
@@ -108,20 +110,23 @@ pub struct Access {
     /// The client's Cookie fields are replaced by this value (the router's session cookie
     /// removed; empty: no Cookie at all).
     pub cookie: Option<Vec<u8>>,
+    /// The client's `Authorization` carried a token of the API's keys: it is not forwarded (on
+    /// any path).
+    pub drop_authorization: bool,
 }
 
 impl Access {
     /// The access step's changes for a request forwarded with `[auth]` configured.
-    fn of(req: &impl RequestView, grant: Option<Grant>) -> Box<Access> {
+    fn of(auth: &Auth, req: &impl RequestView, grant: Option<Grant>) -> Box<Access> {
+        let bearer = grant.as_ref().is_some_and(|g| g.via == Via::Bearer);
         Box::new(Access {
+            drop_authorization: bearer
+                || req
+                    .header(&http::header::AUTHORIZATION)
+                    .is_some_and(|a| auth.carries_token(a)),
             grant,
             cookie: req.cookie().and_then(|c| auth::without_session_cookie(&c)),
         })
-    }
-
-    /// The client's `Authorization` carried the router's token: it is not forwarded.
-    pub fn drops_authorization(&self) -> bool {
-        self.grant.as_ref().is_some_and(|g| g.via == Via::Bearer)
     }
 }
 
@@ -392,7 +397,7 @@ impl Front {
         let grant = access.and_then(|a| a.grant.as_ref());
         RouterFields {
             cookie,
-            drop_authorization: access.is_some_and(Access::drops_authorization),
+            drop_authorization: access.is_some_and(|a| a.drop_authorization),
             user: grant.map(|g| (g.user.as_str(), g.scopes.as_str())),
             host: req.host().ok().flatten(),
             forwarded_for: client.and_then(|ip| self.forwarded_for(req, ip).ok()),
@@ -504,8 +509,13 @@ impl Front {
                 .header(&FLY_REPLAY_FAILED)
                 .map(|v| std::str::from_utf8(v).unwrap_or("")),
         };
-        let access = |rule: &PathRule, notes: &mut Notes| match auth {
-            Some(a) => self.access(a, req, &rule.auth, &host, raw_host, route.auth_epoch, notes),
+        let access = |rule: Option<&PathRule>, notes: &mut Notes| match auth {
+            Some(a) => match guarding_rule(&config.paths, rule, facts.path_and_query) {
+                Some(rule) => {
+                    self.access(a, req, &rule.auth, &host, raw_host, route.auth_epoch, notes)
+                }
+                None => Ok(None),
+            },
             None => Ok(None),
         };
         match decide(&route, &facts, &config.paths, self.mode) {
@@ -513,11 +523,17 @@ impl Front {
                 Answer::page(status, Outcome::NotFound, "No path rule matches this path.")
             }
             Decision::Replay(to) => {
+                // Fly replays the request as it came: the router cannot strip what only it may
+                // write.
+                if req.has_header(&X_HUBIFY_USER) || req.has_header(&X_HUBIFY_SCOPES) {
+                    let detail =
+                        "X-Hubify-User and X-Hubify-Scopes are written by the router only.";
+                    return Answer::page(400, Outcome::BadRequest, detail);
+                }
                 // Protected paths are checked before Fly is told where to replay.
-                if let Some((_, rule)) = match_rule(&config.paths, facts.path_and_query) {
-                    if let Err(answer) = access(rule, notes) {
-                        return answer;
-                    }
+                let rule = match_rule(&config.paths, facts.path_and_query).map(|(_, r)| r);
+                if let Err(answer) = access(rule, notes) {
+                    return answer;
                 }
                 match fly_replay_header(&to.app, &to.instance, &config.replay) {
                     Ok(value) => Answer::Replay {
@@ -541,11 +557,11 @@ impl Front {
             }
             Decision::Forward(fwd) => {
                 notes.rule = Some(fwd.rule_index);
-                let grant = match access(fwd.rule, notes) {
+                let grant = match access(Some(fwd.rule), notes) {
                     Ok(g) => g,
                     Err(answer) => return answer,
                 };
-                let access = auth.map(|_| Access::of(req, grant));
+                let access = auth.map(|a| Access::of(a, req, grant));
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -611,6 +627,7 @@ impl Front {
                 origin: req.header(&ORIGIN),
             },
             upgrade: req.is_upgrade(),
+            unsafe_method: !matches!(req.method(), "GET" | "HEAD" | "OPTIONS"),
             scope,
             epoch,
         };
@@ -652,11 +669,18 @@ impl Front {
         notes: &mut Notes,
     ) -> Answer {
         match r {
-            Reserved::Redirect(base) => Answer::Redirect(Redirect {
-                status: 308,
-                location: format!("{base}{}", req.path_and_query()),
-                set_cookie: None,
-            }),
+            Reserved::Redirect(base) => {
+                // A token never follows a redirect to another host.
+                let target = match self.shared.auth {
+                    Some(_) => auth::strip_token(req.path_and_query()),
+                    None => req.path_and_query().into(),
+                };
+                Answer::Redirect(Redirect {
+                    status: 308,
+                    location: format!("{base}{target}"),
+                    set_cookie: None,
+                })
+            }
             Reserved::Upstream { addr, auth: rule } => {
                 // Protected like a path rule; a reserved name has no route record: epoch 0.
                 let auth = self.shared.auth.as_deref();
@@ -673,11 +697,37 @@ impl Front {
                         .and_then(|_| auth::query_token(req.path_and_query()).map(|(_, t)| t)),
                     read_timeout: self.shared.config.upstream.read_timeout,
                     idle_timeout: None,
-                    access: auth.map(|_| Access::of(req, grant)),
+                    access: auth.map(|a| Access::of(a, req, grant)),
                 })
             }
         }
     }
+}
+
+/// The rule whose access check applies to `path`: the matched rule, unless the path — read as a
+/// lenient server would (decoded, slashes merged, dot segments resolved, case ignored) — falls
+/// under a protected rule: `//terminal`, `/%74erminal`, `/TERMINAL`, `/x/../terminal` are
+/// checked as `/terminal`.
+fn guarding_rule<'c>(
+    rules: &'c [PathRule],
+    matched: Option<&'c PathRule>,
+    path: &str,
+) -> Option<&'c PathRule> {
+    let protected = |r: &PathRule| matches!(r.auth, PathAuth::Token { .. });
+    if matched.is_some_and(protected) || !auth::needs_canonical(path) {
+        return matched;
+    }
+    let canonical = auth::canonical_path(path);
+    rules
+        .iter()
+        .filter(|r| protected(r))
+        .find(|r| {
+            let prefix = r.prefix.to_ascii_lowercase();
+            canonical
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .or(matched)
 }
 
 /// The page of a refused access check: 401 with a `Bearer` challenge (and the login link), or
