@@ -259,7 +259,9 @@ pub fn match_rule<'c>(rules: &'c [PathRule], path: &str) -> Option<(usize, &'c P
         .find(|(_, r)| prefix_matches(&r.prefix, path))
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// Whether `path` is under `prefix` on a segment boundary (`/terminalx` is not under
+/// `/terminal`).
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
     }

@@ -1161,16 +1161,20 @@ fn revoke_ends_every_session_on_every_replica() {
     set_route(&cfg, "alice", "hubify-ws-alice", "m1", "127.0.0.1");
     let host = format!("alice.{DOMAIN}");
 
-    let token = issuer.token(&host, "user-1", "terminal", 300);
-    let r = http_get(a.http, &host, &format!("/terminal?hubify_token={token}")).unwrap();
-    assert_eq!(r.status, 303, "{}", a.log());
-    let session = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    // A first visit with a fresh token on `router`: the session cookie's `name=value` pair.
+    let sign_in = |router: &Router| {
+        let token = issuer.token(&host, "user-1", "terminal", 300);
+        let r = http_get(
+            router.http,
+            &host,
+            &format!("/terminal?hubify_token={token}"),
+        )
+        .unwrap();
+        assert_eq!(r.status, 303, "{}", router.log());
+        let set = r.header("set-cookie").unwrap();
+        set.split(';').next().unwrap().to_string()
+    };
+    let session = sign_in(&a);
     let with_session = |router: &Router| {
         http_get_with(
             router.http,
@@ -1201,15 +1205,7 @@ fn revoke_ends_every_session_on_every_replica() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(with_session(&a), Some(401));
     // A new visit gets a session of the new epoch.
-    let token = issuer.token(&host, "user-1", "terminal", 300);
-    let r = http_get(b.http, &host, &format!("/terminal?hubify_token={token}")).unwrap();
-    let fresh = r
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let fresh = sign_in(&b);
     let r = http_get_with(a.http, &host, "/terminal", &format!("Cookie: {fresh}\r\n")).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(

@@ -570,7 +570,7 @@ pub fn canonical_path(path: &str) -> String {
 }
 
 /// The target without `hubify_token` (unchanged when it has none).
-pub fn strip_token(path_and_query: &str) -> std::borrow::Cow<'_, str> {
+fn strip_token(path_and_query: &str) -> std::borrow::Cow<'_, str> {
     match query_token(path_and_query) {
         Some((_, rest)) => rest.into(),
         None => path_and_query.into(),

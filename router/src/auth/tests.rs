@@ -55,6 +55,19 @@ fn request<'a>(path: &'a str, creds: Credentials<'a>, scope: &'a str) -> Request
     }
 }
 
+/// The session cookie's `name=value` pair that a first visit to `/<scope>?hubify_token=<token>`
+/// sets.
+fn sign_in(f: &Fixture, token: &str, scope: &str) -> String {
+    let path = format!("/{scope}?hubify_token={token}");
+    let Verdict::SetSession { cookie, .. } = f
+        .auth
+        .check(&request(&path, Credentials::default(), scope), now())
+    else {
+        panic!("a first visit with a valid token sets a session");
+    };
+    cookie.split(';').next().expect("pair").to_string()
+}
+
 fn claims(exp_in: i64, aud: &str, scope: &str) -> serde_json::Value {
     let now = now() as i64;
     serde_json::json!({"aud": aud, "sub": "user-1", "scope": scope, "iat": now, "exp": now + exp_in})
@@ -256,14 +269,7 @@ fn a_first_visit_sets_a_session_that_then_authorizes() {
 fn a_new_token_for_the_same_user_keeps_the_session_s_other_scopes() {
     let f = fixture();
     let first = f.issuer.token(HOST, "user-1", "terminal", 300);
-    let path = format!("/terminal?hubify_token={first}");
-    let Verdict::SetSession { cookie, .. } = f
-        .auth
-        .check(&request(&path, Credentials::default(), "terminal"), now())
-    else {
-        panic!("a session");
-    };
-    let pair = cookie.split(';').next().expect("pair").to_string();
+    let pair = sign_in(&f, &first, "terminal");
     let second = f.issuer.token(HOST, "user-1", "dashboard", 300);
     let path = format!("/dashboard?hubify_token={second}");
     let creds = Credentials {
@@ -462,14 +468,7 @@ fn redirects_stay_on_the_host() {
 fn a_state_changing_request_with_the_session_must_come_from_the_workspace() {
     let f = fixture();
     let t = f.issuer.token(HOST, "u", "terminal dashboard", 300);
-    let path = format!("/dashboard?hubify_token={t}");
-    let Verdict::SetSession { cookie, .. } = f
-        .auth
-        .check(&request(&path, Credentials::default(), "dashboard"), now())
-    else {
-        panic!("a session");
-    };
-    let pair = cookie.split(';').next().expect("pair").to_string();
+    let pair = sign_in(&f, &t, "dashboard");
     let post = |origin: Option<&'static [u8]>, bearer: Option<&[u8]>| {
         let creds = Credentials {
             cookie: Some(pair.as_bytes()),

@@ -15,8 +15,8 @@ use pingora_http::ResponseHeader;
 
 use crate::auth::{self, Auth, Grant, Verdict, Via};
 use crate::decide::{
-    decide, fly_replay_header, match_rule, replay_cache_ttl_secs, Body, Decision, ListenerMode,
-    RequestFacts, Target,
+    decide, fly_replay_header, match_rule, prefix_matches, replay_cache_ttl_secs, Body, Decision,
+    ListenerMode, RequestFacts, Target,
 };
 use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
@@ -496,10 +496,7 @@ impl Front {
             req.header(&http::header::CONTENT_LENGTH),
             req.has_header(&http::header::TRANSFER_ENCODING),
         );
-        // The router's credentials never reach a workspace: with `[auth]`, the `hubify_token`
-        // parameter leaves the target on every path.
-        let auth = self.shared.auth.as_deref();
-        let untokened = auth.and_then(|_| auth::query_token(req.path_and_query()).map(|(_, t)| t));
+        let untokened = self.untokened(req);
         let facts = RequestFacts {
             path_and_query: untokened.as_deref().unwrap_or(req.path_and_query()),
             upgrade,
@@ -509,13 +506,12 @@ impl Front {
                 .header(&FLY_REPLAY_FAILED)
                 .map(|v| std::str::from_utf8(v).unwrap_or("")),
         };
-        let access = |rule: Option<&PathRule>, notes: &mut Notes| match auth {
-            Some(a) => match guarding_rule(&config.paths, rule, facts.path_and_query) {
-                Some(rule) => {
-                    self.access(a, req, &rule.auth, &host, raw_host, route.auth_epoch, notes)
-                }
-                None => Ok(None),
-            },
+        let access = |rule: Option<&PathRule>, notes: &mut Notes| match guarding_rule(
+            &config.paths,
+            rule,
+            facts.path_and_query,
+        ) {
+            Some(rule) => self.access(req, &rule.auth, &host, raw_host, route.auth_epoch, notes),
             None => Ok(None),
         };
         match decide(&route, &facts, &config.paths, self.mode) {
@@ -561,7 +557,11 @@ impl Front {
                     Ok(g) => g,
                     Err(answer) => return answer,
                 };
-                let access = auth.map(|a| Access::of(a, req, grant));
+                let access = self
+                    .shared
+                    .auth
+                    .as_deref()
+                    .map(|a| Access::of(a, req, grant));
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -598,12 +598,18 @@ impl Front {
         }
     }
 
-    /// The access step of a path rule: `Ok(None)` for a public rule, `Ok(Some(grant))` for an
-    /// authorized request, else the answer (401, 403, or the 303 that sets the session).
-    #[allow(clippy::too_many_arguments)]
+    /// The target without the `hubify_token` parameter when `[auth]` is configured and the
+    /// target has one: the router's credentials never reach a workspace, on any path.
+    fn untokened(&self, req: &impl RequestView) -> Option<String> {
+        self.shared.auth.as_ref()?;
+        auth::query_token(req.path_and_query()).map(|(_, rest)| rest)
+    }
+
+    /// The access step of a path rule: `Ok(None)` for a public rule (or without `[auth]`),
+    /// `Ok(Some(grant))` for an authorized request, else the answer (401, 403, or the 303 that
+    /// sets the session).
     fn access(
         &self,
-        auth: &Auth,
         req: &impl RequestView,
         rule: &PathAuth,
         host: &str,
@@ -611,7 +617,7 @@ impl Front {
         epoch: u64,
         notes: &mut Notes,
     ) -> Result<Option<Grant>, Answer> {
-        let PathAuth::Token { scope } = rule else {
+        let (Some(auth), PathAuth::Token { scope }) = (self.shared.auth.as_deref(), rule) else {
             return Ok(None);
         };
         let cookie = req.cookie();
@@ -637,11 +643,11 @@ impl Front {
             Verdict::Refused(why) => *why,
         };
         metrics::auth(result);
-        let user = match &verdict {
-            Verdict::Granted(g) | Verdict::SetSession { grant: g, .. } => Some(g.user.clone()),
-            Verdict::Refused(_) => None,
-        };
         if self.shared.config.log.access {
+            let user = match &verdict {
+                Verdict::Granted(g) | Verdict::SetSession { grant: g, .. } => Some(g.user.clone()),
+                Verdict::Refused(_) => None,
+            };
             notes.auth = Some((result, user));
         }
         match verdict {
@@ -671,10 +677,8 @@ impl Front {
         match r {
             Reserved::Redirect(base) => {
                 // A token never follows a redirect to another host.
-                let target = match self.shared.auth {
-                    Some(_) => auth::strip_token(req.path_and_query()),
-                    None => req.path_and_query().into(),
-                };
+                let untokened = self.untokened(req);
+                let target = untokened.as_deref().unwrap_or(req.path_and_query());
                 Answer::Redirect(Redirect {
                     status: 308,
                     location: format!("{base}{target}"),
@@ -683,21 +687,20 @@ impl Front {
             }
             Reserved::Upstream { addr, auth: rule } => {
                 // Protected like a path rule; a reserved name has no route record: epoch 0.
-                let auth = self.shared.auth.as_deref();
-                let grant = match auth {
-                    Some(a) => match self.access(a, req, rule, host, authority, 0, notes) {
-                        Ok(g) => g,
-                        Err(answer) => return answer,
-                    },
-                    None => None,
+                let grant = match self.access(req, rule, host, authority, 0, notes) {
+                    Ok(g) => g,
+                    Err(answer) => return answer,
                 };
                 Answer::Forward(Plan {
                     addr: *addr,
-                    rewritten: auth
-                        .and_then(|_| auth::query_token(req.path_and_query()).map(|(_, t)| t)),
+                    rewritten: self.untokened(req),
                     read_timeout: self.shared.config.upstream.read_timeout,
                     idle_timeout: None,
-                    access: auth.map(|a| Access::of(a, req, grant)),
+                    access: self
+                        .shared
+                        .auth
+                        .as_deref()
+                        .map(|a| Access::of(a, req, grant)),
                 })
             }
         }
@@ -721,12 +724,7 @@ fn guarding_rule<'c>(
     rules
         .iter()
         .filter(|r| protected(r))
-        .find(|r| {
-            let prefix = r.prefix.to_ascii_lowercase();
-            canonical
-                .strip_prefix(&prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        .find(|r| prefix_matches(&r.prefix.to_ascii_lowercase(), &canonical))
         .or(matched)
 }
 
@@ -743,7 +741,8 @@ fn refusal_page(why: AuthResult, login: Option<String>) -> Page {
         }
         AuthResult::Forbidden => "Your sign-in does not allow this part of this workspace.",
         AuthResult::Origin => {
-            "A WebSocket from another site may not open this workspace's terminal or dashboard."
+            "A page from another site may not open a WebSocket or change anything in this \
+             workspace's protected parts."
         }
         AuthResult::Ok => "Access denied.",
     };
