@@ -44,7 +44,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Lower-case, no trailing dot: `hubify.com`.
     pub domain: String,
@@ -78,7 +78,7 @@ pub enum PathAuth {
 }
 
 /// `[auth]`: how the router verifies the Hubify API's tokens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     /// The JWKS file with the API's public keys (re-read when it changes).
     pub jwks: PathBuf,
@@ -92,7 +92,7 @@ pub struct Auth {
     pub leeway: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub threads: usize,
     /// HTTP/1.1 requests and HTTP/2 streams without a request body or upgrade are served by the
@@ -104,22 +104,25 @@ pub struct Server {
     /// A request head must be complete this long after its first byte, or the client gets 408
     /// and the connection closes (nginx's `client_header_timeout`).
     pub header_timeout: Duration,
+    /// The Unix socket through which a new process (`run --upgrade`) takes the listening
+    /// sockets over from this one. Default: one per instance, named after its ports, in /tmp.
+    pub upgrade_socket: PathBuf,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listeners {
     pub https: Option<HttpsListener>,
     pub http: Option<HttpListener>,
     pub redirect: Option<RedirectListener>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpsListener {
     pub address: SocketAddr,
     pub proxy_protocol: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpListener {
     pub address: SocketAddr,
     pub dispatch: Dispatch,
@@ -127,13 +130,13 @@ pub struct HttpListener {
     pub behind_fly: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedirectListener {
     pub address: SocketAddr,
     pub https_port: u16,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TlsSource {
     SelfSigned,
     Files {
@@ -144,12 +147,12 @@ pub enum TlsSource {
     Acme,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tls {
     pub source: TlsSource,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -158,7 +161,7 @@ pub struct Upstream {
     pub keepalive_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Redis {
     pub url: String,
     pub key_prefix: String,
@@ -166,14 +169,14 @@ pub struct Redis {
     pub connect_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteStore {
     /// Label → route, from the file.
     Static(Vec<(String, Route)>),
     Redis,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Routes {
     pub store: RouteStore,
     pub cache_ttl: Duration,
@@ -195,20 +198,20 @@ pub struct PathRule {
     pub auth: PathAuth,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reserved {
     Redirect(String),
     Upstream { addr: SocketAddr, auth: PathAuth },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fly {
     pub internal_dns: SocketAddr,
     pub machines_api: String,
     pub wake_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Replay {
     pub timeout: Option<Duration>,
     pub fallback: Option<Fallback>,
@@ -218,7 +221,7 @@ pub struct Replay {
     pub state: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Acme {
     pub directory: String,
     pub contact: Vec<String>,
@@ -234,7 +237,7 @@ pub struct Acme {
     pub dns: AcmeDns,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AcmeDns {
     pub provider: DnsProvider,
     pub server: Option<SocketAddr>,
@@ -247,11 +250,26 @@ pub struct AcmeDns {
     pub propagation_timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
     pub access: bool,
+}
+
+/// `/tmp/hubify-edge-upgrade-<ports>.sock`: the same for every process started on the same
+/// listeners (so the next one finds it), apart for instances on other ports.
+fn default_upgrade_socket(l: &Listeners, ops: Option<SocketAddr>) -> PathBuf {
+    let ports: Vec<String> = [
+        l.https.as_ref().map(|x| x.address),
+        l.http.as_ref().map(|x| x.address),
+        l.redirect.as_ref().map(|x| x.address),
+        ops,
+    ]
+    .iter()
+    .map(|a| a.map_or("0".to_string(), |a| a.port().to_string()))
+    .collect();
+    PathBuf::from(format!("/tmp/hubify-edge-upgrade-{}.sock", ports.join("-")))
 }
 
 /// Whether two listening addresses need the same socket: the same port (not 0, which picks a
@@ -307,6 +325,43 @@ fn default_rule_name(prefix: &str) -> String {
 }
 
 impl Config {
+    /// The keys that differ between two configurations and that a running process cannot take
+    /// without new sockets or a new process (a reload refuses them; they need a restart). Path
+    /// rules, reserved labels, static routes, replay and auth settings, upstream timeouts, the log
+    /// level and `log.access` are not among them.
+    pub fn restart_keys(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut differ = |key: &'static str, changed: bool| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        differ("domain", self.domain != new.domain);
+        differ("server", self.server != new.server);
+        differ("listeners", self.listeners != new.listeners);
+        differ("ops", self.ops != new.ops);
+        differ("tls", self.tls != new.tls);
+        differ("redis", self.redis != new.redis);
+        differ("acme", self.acme != new.acme);
+        differ("fly", self.fly != new.fly);
+        differ("log.format", self.log.format != new.log.format);
+        differ(
+            "upstream.keepalive_pool",
+            self.upstream.keepalive_pool != new.upstream.keepalive_pool,
+        );
+        let (a, b) = (&self.routes, &new.routes);
+        differ(
+            "routes.store",
+            matches!(a.store, RouteStore::Redis) != matches!(b.store, RouteStore::Redis),
+        );
+        differ(
+            "routes (cache settings)",
+            (a.cache_ttl, a.negative_ttl, a.max_stale, a.cache_capacity)
+                != (b.cache_ttl, b.negative_ttl, b.max_stale, b.cache_capacity),
+        );
+        keys
+    }
+
     /// Reads and validates a file. Errors name the file and the key.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -380,12 +435,13 @@ impl Validator<'_> {
         if threads == 0 || threads > 1024 {
             return Err(self.err("server.threads", "must be between 1 and 1024"));
         }
-        let server = Server {
+        let mut server = Server {
             threads,
             fast_path: raw.server.fast_path.unwrap_or(true),
             grace_period: d(raw.server.grace_period, Duration::from_secs(5)),
             shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
             header_timeout: d(raw.server.header_timeout, Duration::from_secs(60)),
+            upgrade_socket: PathBuf::new(),
         };
         if server.header_timeout.is_zero() {
             return Err(self.err("server.header_timeout", "must be longer than zero"));
@@ -393,6 +449,16 @@ impl Validator<'_> {
 
         let ops = raw.ops.map(|o| o.address);
         let listeners = self.listeners(raw.listeners, ops)?;
+        server.upgrade_socket = match raw.server.upgrade_socket {
+            Some(p) if p.as_os_str().is_empty() || p.is_relative() => {
+                return Err(self.err(
+                    "server.upgrade_socket",
+                    "must be an absolute path (a Unix socket the next process connects to)",
+                ))
+            }
+            Some(p) => p,
+            None => default_upgrade_socket(&listeners, ops),
+        };
         let tls = self.tls(raw.tls)?;
 
         let upstream = Upstream {

@@ -59,6 +59,7 @@ pub struct Server {
     pub grace_period: Option<ConfDuration>,
     pub shutdown_timeout: Option<ConfDuration>,
     pub header_timeout: Option<ConfDuration>,
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

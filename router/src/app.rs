@@ -14,7 +14,7 @@ use pingora_proxy::http_proxy;
 
 use crate::conn::EdgeApp;
 use crate::decide::ListenerMode;
-use crate::front::{Front, Shared};
+use crate::front::{Front, FrontSlot, Shared};
 use crate::listen::EdgeListener;
 use crate::ops::OpsApp;
 use crate::proxy::EdgeProxy;
@@ -55,6 +55,7 @@ pub fn server_conf(config: &Config) -> ServerConf {
         // plain forward): ~15 % less CPU per request than tokio's work-stealing runtime, whose
         // cross-thread wake-ups cost on every upstream/downstream hand-over (docs/performance.md).
         work_stealing: false,
+        upgrade_sock: config.server.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     }
 }
@@ -106,8 +107,14 @@ pub fn certificates(config: &Config) -> Result<Arc<CertResolver>, StartError> {
 
 /// One listener's application: the HTTP/1.1 fast path in front of Pingora's proxy, both routing
 /// through the same [`Front`].
-fn edge_app(conf: &Arc<ServerConf>, mode: ListenerMode, shared: &Arc<Shared>) -> EdgeApp {
-    let front = Arc::new(Front::new(mode, shared.clone()));
+fn edge_app(
+    conf: &Arc<ServerConf>,
+    mode: ListenerMode,
+    shared: &Arc<Shared>,
+    slots: &mut Vec<(ListenerMode, Arc<FrontSlot>)>,
+) -> EdgeApp {
+    let front = Arc::new(FrontSlot::from_pointee(Front::new(mode, shared.clone())));
+    slots.push((mode, front.clone()));
     let pingora = http_proxy(conf, EdgeProxy::new(front.clone()));
     EdgeApp::new(front, pingora, shared.config.server.fast_path)
 }
@@ -179,10 +186,20 @@ pub fn start_auth(config: &Config) -> Result<Option<Arc<crate::auth::Auth>>, Sta
     Ok(Some(auth))
 }
 
-/// Builds the whole server; `run_forever` on the result serves until SIGTERM.
-pub fn build(config: Config) -> Result<Server, StartError> {
+/// Builds the whole server; `run_forever` on the result serves until SIGTERM. `path` is where
+/// the configuration came from (`None`: the embedded default): SIGHUP re-reads it.
+/// `upgrade`: take the listening sockets from the running instance (`run --upgrade`).
+pub fn build(
+    config: Config,
+    path: Option<std::path::PathBuf>,
+    upgrade: bool,
+) -> Result<Server, StartError> {
     crate::metrics::init();
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    let opt = pingora_core::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&config));
     server.bootstrap();
     let conf = server.configuration.clone();
 
@@ -196,12 +213,20 @@ pub fn build(config: Config) -> Result<Server, StartError> {
     let fly = crate::fly::FlyNet::new(&config.fly, config.upstream.connect_timeout)
         .map_err(StartError::Listener)?;
     let auth = start_auth(&config)?;
+    if matches!(
+        config.routes.store,
+        hubify_edge_config::RouteStore::Static(_)
+    ) {
+        // A static store is always "connected": the route store alert never fires for it.
+        crate::metrics::ROUTE_CACHE.static_store();
+    }
     let shared = Arc::new(Shared {
         config,
-        routes,
+        routes: Arc::new(routes),
         fly: Arc::new(fly),
         auth,
     });
+    let mut slots = Vec::new();
 
     if let (Some(https), Some(certs)) = (&listeners.https, &certs) {
         let acceptor = crate::tls::acceptor(certs.clone())
@@ -210,14 +235,19 @@ pub fn build(config: Config) -> Result<Server, StartError> {
             acceptor,
             proxy_protocol: https.proxy_protocol,
         };
-        let app = edge_app(&conf, ListenerMode::Tls, &shared);
+        let app = edge_app(&conf, ListenerMode::Tls, &shared, &mut slots);
         let svc = EdgeListener::new("https", https.address, app, Some(tls));
         tracing::info!(address = %https.address, proxy_protocol = https.proxy_protocol, "https listener");
         server.add_service(svc);
     }
     if let Some(http) = &listeners.http {
         // Its own accept loop (see listen.rs): small per-connection state for idle keep-alive.
-        let app = edge_app(&conf, ListenerMode::Plain(http.dispatch), &shared);
+        let app = edge_app(
+            &conf,
+            ListenerMode::Plain(http.dispatch),
+            &shared,
+            &mut slots,
+        );
         let svc = EdgeListener::new("http", http.address, app, None);
         tracing::info!(address = %http.address, dispatch = ?http.dispatch, behind_fly = http.behind_fly, "http listener");
         server.add_service(svc);
@@ -246,5 +276,8 @@ pub fn build(config: Config) -> Result<Server, StartError> {
         tracing::info!(address = %addr, "ops listener");
         server.add_service(svc);
     }
+    let reloader = crate::reload::Reloader::new(path, shared, slots);
+    crate::reload::on_sighup(Arc::new(reloader))
+        .map_err(|e| StartError::Listener(format!("cannot install the SIGHUP handler: {e}")))?;
     Ok(server)
 }

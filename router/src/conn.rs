@@ -14,7 +14,7 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
-use crate::front::Front;
+use crate::front::{Front, FrontSlot};
 use crate::proxy::EdgeProxy;
 use crate::tls::Sni;
 
@@ -44,7 +44,7 @@ impl ConnInfo {
 /// A listener's application: the router's own HTTP/1 and HTTP/2 loops, with Pingora's proxy
 /// for what they hand over.
 pub struct EdgeApp {
-    front: Arc<Front>,
+    front: Arc<FrontSlot>,
     pingora: Arc<HttpProxy<EdgeProxy>>,
     fast: bool,
 }
@@ -52,7 +52,7 @@ pub struct EdgeApp {
 impl EdgeApp {
     /// `fast`: whether HTTP/1.1 requests and HTTP/2 streams are served by the router's own code
     /// when they can be (`server.fast_path`).
-    pub fn new(front: Arc<Front>, pingora: HttpProxy<EdgeProxy>, fast: bool) -> EdgeApp {
+    pub fn new(front: Arc<FrontSlot>, pingora: HttpProxy<EdgeProxy>, fast: bool) -> EdgeApp {
         EdgeApp {
             front,
             pingora: Arc::new(pingora),
@@ -60,8 +60,9 @@ impl EdgeApp {
         }
     }
 
-    pub(crate) fn front(&self) -> &Front {
-        &self.front
+    /// The listener's current [`Front`] (a reload may replace it between requests).
+    pub(crate) fn front(&self) -> Arc<Front> {
+        self.front.load_full()
     }
 
     /// Pingora's proxy, for what the router's own paths do not take.

@@ -176,7 +176,7 @@ async fn stream(
         return true;
     }
     let front = app.front();
-    let _in_flight = InFlight::enter();
+    let _in_flight = InFlight::enter(front.metrics.listener());
     let start = Instant::now();
     s.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
 
@@ -193,7 +193,7 @@ async fn stream(
     let method = req.req.method.clone();
     let head_only = method == Method::HEAD;
     let upstream_head = match &answer {
-        Answer::Forward(plan) => Some(upstream_head(front, &req, plan, client, &request_id)),
+        Answer::Forward(plan) => Some(upstream_head(&front, &req, plan, client, &request_id)),
         _ => None,
     };
 
@@ -234,7 +234,7 @@ async fn stream(
                 json,
                 rid,
             };
-            forward.run(front, &mut s, &head, &mut done).await;
+            forward.run(&front, &mut s, &head, &mut done).await;
         }
     }
     let served = Served {

@@ -33,7 +33,7 @@ use pingora_core::services::Service;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::conn::EdgeApp;
-use crate::metrics::HandshakeResult;
+use crate::metrics::{ConnectionOpen, HandshakeResult, Listener, TlsVersion};
 
 /// The kernel's accept queue (Pingora's value).
 const BACKLOG: u32 = 65535;
@@ -57,6 +57,8 @@ pub struct EdgeListener {
     addr: SocketAddr,
     app: Arc<EdgeApp>,
     tls: Option<Arc<Tls>>,
+    /// For `hubify_connections_open`.
+    listener: Listener,
 }
 
 impl EdgeListener {
@@ -65,6 +67,11 @@ impl EdgeListener {
             name: name.to_string(),
             addr,
             app: Arc::new(app),
+            listener: if tls.is_some() {
+                Listener::Https
+            } else {
+                Listener::Http
+            },
             tls: tls.map(Arc::new),
         }
     }
@@ -102,8 +109,11 @@ impl Service for EdgeListener {
                     let app = self.app.clone();
                     let tls = self.tls.clone();
                     let shutdown = shutdown.clone();
-                    pingora_runtime::current_handle()
-                        .spawn(async move { connection(app, tls, tcp, peer, shutdown).await });
+                    let open = ConnectionOpen::enter(self.listener);
+                    pingora_runtime::current_handle().spawn(async move {
+                        connection(app, tls, tcp, peer, shutdown).await;
+                        drop(open);
+                    });
                 }
                 Err(e) => {
                     tracing::error!(address = %self.addr, error = %e, "accept failed");
@@ -164,12 +174,12 @@ async fn handshake(tls: &Tls, mut l4: L4Stream, peer: SocketAddr) -> Option<Stre
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, steps).await {
         Ok(Ok(stream)) => Some(Box::new(stream)),
         Ok(Err(e)) => {
-            crate::metrics::tls_handshake(HandshakeResult::Error);
+            crate::metrics::tls_handshake(HandshakeResult::Error, TlsVersion::None);
             tracing::warn!(client = %peer, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
-            crate::metrics::tls_handshake(HandshakeResult::Timeout);
+            crate::metrics::tls_handshake(HandshakeResult::Timeout, TlsVersion::None);
             tracing::warn!(client = %peer, "TLS handshake timed out");
             None
         }

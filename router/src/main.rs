@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hubify_edge_config::{Config, LogFormat};
+use hubify_edge_config::Config;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "hubify-edge",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("HUBIFY_EDGE_GIT_COMMIT"), ")"),
     about = "The edge router in front of every Hubify workspace"
 )]
 struct Cli {
@@ -26,9 +26,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the router (the default).
-    Run,
+    Run {
+        /// Take the listening sockets over from the instance running on this configuration
+        /// (no moment without a listener); it then drains and exits.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate the configuration and exit: 0 when valid, 1 with the error otherwise.
     Check,
+    /// Ask the running router whether it is ready: GET /readyz on the configuration's [ops]
+    /// address; exit 0 on 200, 1 otherwise (for container HEALTHCHECKs).
+    Health,
     /// ACME certificate (tls.source = "acme"): status, or a forced renewal.
     Cert {
         #[command(subcommand)]
@@ -162,27 +170,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, hubify_edge_config::ConfigErro
 }
 
 fn init_logging(config: &Config) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-    let filter = EnvFilter::try_from_env("HUBIFY_EDGE_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(true)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    // One JSON object per line in json mode: the access line's fields at the top level.
-    let fmt = match config.log.format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-        LogFormat::Text => fmt.boxed(),
-    };
-    // `init` also installs the `log` → tracing bridge (Pingora logs through `log`).
-    let installed = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .try_init();
-    if let Err(e) = installed {
-        eprintln!("hubify-edge: logging not initialised: {e}");
-    }
+    hubify_edge::logging::init(config);
 }
 
 fn main() -> ExitCode {
@@ -194,7 +182,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check => {
             let source = cli
                 .config
@@ -209,6 +197,7 @@ fn main() -> ExitCode {
             println!("{source}: ok");
             ExitCode::SUCCESS
         }
+        Command::Health => health(&config),
         Command::Cert { action } => {
             rustls::crypto::ring::default_provider()
                 .install_default()
@@ -223,7 +212,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "<embedded default config>".into());
             routes_command(&config, &source, action)
         }
-        Command::Run => {
+        Command::Run { upgrade } => {
             init_logging(&config);
             rustls::crypto::ring::default_provider()
                 .install_default()
@@ -231,15 +220,34 @@ fn main() -> ExitCode {
             let signals = hubify_edge::shutdown::Signals {
                 grace_period: config.server.grace_period,
                 shutdown_timeout: config.server.shutdown_timeout,
+                upgrade_socket: config.server.upgrade_socket.clone(),
             };
+            let socket = config.server.upgrade_socket.clone();
             if let Err(e) = hubify_edge::app::preflight(&config) {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("hubify-edge: cannot start: {e}");
                 return ExitCode::from(1);
             }
-            match hubify_edge::app::build(config) {
+            if upgrade {
+                match hubify_edge::upgrade::ask_running(&socket) {
+                    Ok(pid) => {
+                        tracing::info!(pid, socket = %socket.display(), "taking the listening sockets over")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot upgrade");
+                        eprintln!("hubify-edge: cannot upgrade: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            match hubify_edge::app::build(config, cli.config.clone(), upgrade) {
                 Ok(server) => {
-                    tracing::info!(version = env!("CARGO_PKG_VERSION"), "hubify-edge starting");
+                    hubify_edge::upgrade::write_pid(&socket);
+                    tracing::info!(
+                        version = env!("CARGO_PKG_VERSION"),
+                        commit = hubify_edge::metrics::GIT_COMMIT,
+                        "hubify-edge starting"
+                    );
                     server.run(pingora_core::server::RunArgs {
                         shutdown_signal: Box::new(signals),
                     });
@@ -256,6 +264,50 @@ fn main() -> ExitCode {
 }
 
 /// `hubify-edge routes …`: one command against Redis, on a small runtime of its own.
+/// `health`: one GET /readyz to the ops listener (its unspecified address read as loopback),
+/// bounded to 2 s.
+fn health(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let Some(mut addr) = config.ops else {
+        eprintln!("hubify-edge health: the configuration has no [ops] address to ask");
+        return ExitCode::from(1);
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let bound = Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, bound)?;
+        s.set_read_timeout(Some(bound))?;
+        s.set_write_timeout(Some(bound))?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut out = Vec::new();
+        s.take(4096).read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200 ") => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Ok(text) => {
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+            let status = text.lines().next().unwrap_or("no answer");
+            eprintln!("hubify-edge health: {addr}: {status}: {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("hubify-edge health: {addr}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitCode {
     use hubify_edge::routes::admin::{validate, Admin};
     use hubify_edge_config::RouteStore;

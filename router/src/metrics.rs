@@ -67,12 +67,15 @@ pub fn init() {
         LazyLock::force(&AUTH);
         LazyLock::force(&FLY);
         LazyLock::force(&TLS);
+        LazyLock::force(&OPS);
+        OPS.last_reload.set(now);
     });
 }
 
 /// The text exposition of every registered metric.
 pub fn render() -> String {
     init();
+    refresh_cpu();
     let encoder = prometheus::TextEncoder::new();
     let mut out = encoder
         .encode_to_string(&registry().gather())
@@ -299,6 +302,11 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
+    /// The listener these requests arrive on.
+    pub fn listener(&self) -> Listener {
+        self.listener
+    }
+
     /// `rule_names`: the configured path rules' names, in configuration order.
     pub fn new<S: AsRef<str>>(listener: Listener, rule_names: &[S]) -> RequestMetrics {
         init();
@@ -588,6 +596,12 @@ pub struct RouteCacheMetrics {
 }
 
 impl RouteCacheMetrics {
+    /// The static store (routes from the file) is always connected and up to date.
+    pub fn static_store(&self) {
+        self.connected.store(1, Relaxed);
+        self.subscribed.store(1, Relaxed);
+    }
+
     pub const fn new() -> RouteCacheMetrics {
         RouteCacheMetrics {
             hits: AtomicU64::new(0),
@@ -777,6 +791,26 @@ label_enum! {
 }
 
 label_enum! {
+    /// The TLS version a handshake agreed on (`none`: it did not complete).
+    pub enum TlsVersion {
+        V12 => "1.2",
+        V13 => "1.3",
+        None => "none",
+    }
+}
+
+impl TlsVersion {
+    /// From rustls's name of the version (`TLSv1_3`, `TLSv1.3`).
+    pub fn of(name: Option<&str>) -> TlsVersion {
+        match name.map(|n| n.trim_start_matches("TLSv").replace('_', ".")) {
+            Some(v) if v == "1.2" => TlsVersion::V12,
+            Some(v) if v == "1.3" => TlsVersion::V13,
+            _ => TlsVersion::None,
+        }
+    }
+}
+
+label_enum! {
     /// The result of a certificate renewal (or first issuance).
     pub enum RenewalResult {
         Ok => "ok",
@@ -785,7 +819,8 @@ label_enum! {
 }
 
 struct TlsMetrics {
-    handshakes: Box<[IntCounter]>,
+    /// By result, then version.
+    handshakes: Box<[Box<[IntCounter]>]>,
     not_after: GaugeVec,
     renewals: Box<[IntCounter]>,
 }
@@ -793,8 +828,8 @@ struct TlsMetrics {
 static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
     let handshakes = counter_vec(
         "hubify_tls_handshakes_total",
-        "TLS handshakes on the public listener, by result.",
-        &["result"],
+        "TLS handshakes on the public listener, by result and agreed version.",
+        &["result", "version"],
     );
     let renewals = counter_vec(
         "hubify_tls_renewals_total",
@@ -803,7 +838,9 @@ static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
     );
     TlsMetrics {
         handshakes: by(HandshakeResult::ALL, |r| {
-            handshakes.with_label_values(&[r.as_str()])
+            by(TlsVersion::ALL, |v| {
+                handshakes.with_label_values(&[r.as_str(), v.as_str()])
+            })
         }),
         not_after: GaugeVec::new(
             Opts::new(
@@ -821,8 +858,8 @@ static TLS: LazyLock<TlsMetrics> = LazyLock::new(|| {
 });
 
 /// Counts one TLS handshake.
-pub fn tls_handshake(result: HandshakeResult) {
-    TLS.handshakes[result.index()].inc();
+pub fn tls_handshake(result: HandshakeResult, version: TlsVersion) {
+    TLS.handshakes[result.index()][version.index()].inc();
 }
 
 /// Sets the expiry of the certificate served for `name` (a configured certificate name such as
@@ -887,6 +924,152 @@ static PROCESS: LazyLock<ProcessMetrics> = LazyLock::new(|| ProcessMetrics {
         .unwrap_or_else(|e| invalid("hubify_start_time_seconds", e)),
     ),
 });
+
+label_enum! {
+    /// The result of a configuration reload (SIGHUP).
+    pub enum ReloadResult {
+        /// The new file is in force.
+        Ok => "ok",
+        /// The file did not load or failed the checks `check` makes: the running one stays.
+        Error => "error",
+        /// The file changes keys that need a restart: the running one stays.
+        Refused => "refused",
+    }
+}
+
+struct OpsMetrics {
+    reloads: Box<[IntCounter]>,
+    last_reload: Gauge,
+    ready: IntGauge,
+    in_flight: Box<[IntGauge]>,
+    connections: Box<[IntGauge]>,
+    cpu: prometheus::Counter,
+}
+
+static OPS: LazyLock<OpsMetrics> = LazyLock::new(|| {
+    let reloads = counter_vec(
+        "hubify_config_reloads_total",
+        "Configuration reloads (SIGHUP), by result.",
+        &["result"],
+    );
+    let gauge = |name: &str, help: &str| {
+        register(Gauge::with_opts(Opts::new(name, help)).unwrap_or_else(|e| invalid(name, e)))
+    };
+    let int_gauge = |name: &str, help: &str| {
+        register(IntGauge::with_opts(Opts::new(name, help)).unwrap_or_else(|e| invalid(name, e)))
+    };
+    let per_listener = |name: &str, help: &str| {
+        let vec = register(
+            IntGaugeVec::new(Opts::new(name, help), &["listener"])
+                .unwrap_or_else(|e| invalid(name, e)),
+        );
+        by(Listener::ALL, |l| vec.with_label_values(&[l.as_str()]))
+    };
+    OpsMetrics {
+        reloads: by(ReloadResult::ALL, |r| {
+            reloads.with_label_values(&[r.as_str()])
+        }),
+        last_reload: gauge(
+            "hubify_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded (Unix time): the start, or the last \
+             successful reload.",
+        ),
+        ready: int_gauge(
+            "hubify_ready",
+            "1 while /readyz answers 200 (evaluated at each scrape), else 0.",
+        ),
+        in_flight: per_listener(
+            "hubify_requests_in_flight",
+            "Requests being served now (open WebSockets included), by listener.",
+        ),
+        connections: per_listener(
+            "hubify_connections_open",
+            "Client connections open now, by listener.",
+        ),
+        cpu: {
+            let name = "hubify_process_cpu_seconds_total";
+            register(
+                prometheus::Counter::with_opts(Opts::new(
+                    name,
+                    "User and system CPU time of the process in seconds, to the microsecond (the \
+                     process collector's process_cpu_seconds_total moves in whole seconds).",
+                ))
+                .unwrap_or_else(|e| invalid(name, e)),
+            )
+        },
+    }
+});
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Counts one configuration reload; a successful one also sets the last-success time.
+pub fn config_reload(result: ReloadResult) {
+    OPS.reloads[result.index()].inc();
+    if result == ReloadResult::Ok {
+        OPS.last_reload.set(unix_now());
+    }
+}
+
+/// Whether `/readyz` would answer 200 now.
+pub fn set_ready(ready: bool) {
+    OPS.ready.set(i64::from(ready));
+}
+
+/// Counts a request (or an open WebSocket) in flight on `listener` until dropped.
+#[derive(Debug)]
+pub struct InFlightOn(Listener);
+
+impl InFlightOn {
+    pub fn enter(listener: Listener) -> InFlightOn {
+        OPS.in_flight[listener.index()].inc();
+        InFlightOn(listener)
+    }
+}
+
+impl Drop for InFlightOn {
+    fn drop(&mut self) {
+        OPS.in_flight[self.0.index()].dec();
+    }
+}
+
+/// Counts an open client connection on `listener` until dropped.
+#[derive(Debug)]
+pub struct ConnectionOpen(Listener);
+
+impl ConnectionOpen {
+    pub fn enter(listener: Listener) -> ConnectionOpen {
+        OPS.connections[listener.index()].inc();
+        ConnectionOpen(listener)
+    }
+}
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        OPS.connections[self.0.index()].dec();
+    }
+}
+
+/// Advances the CPU counter to the process's CPU time (getrusage: user + system, microseconds).
+fn refresh_cpu() {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return;
+    };
+    let total = (usage.user_time().num_microseconds() + usage.system_time().num_microseconds())
+        as f64
+        / 1e6;
+    // Scrapes may run concurrently; the counter only ever moves forward.
+    let delta = total - OPS.cpu.get();
+    if delta > 0.0 {
+        OPS.cpu.inc_by(delta);
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -1057,7 +1240,7 @@ mod tests {
             "hubify_build_info{{git_commit=\"{GIT_COMMIT}\",version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
-        assert!(text.contains(r#"hubify_tls_handshakes_total{result="ok"}"#));
+        assert!(text.contains(r#"hubify_tls_handshakes_total{result="ok",version="1.3"}"#));
         assert!(
             text.contains(r#"hubify_sixpn_dns_lookup_duration_seconds_count{result="found"} 0"#)
         );

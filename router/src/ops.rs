@@ -74,6 +74,7 @@ impl OpsApp {
         if let Some(certs) = &self.certs {
             crate::metrics::set_certificates(&certs.infos());
         }
+        crate::metrics::set_ready(self.failing_checks().is_empty());
         crate::metrics::render()
     }
 }

@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    own_head, redirect_headers, replay_headers, rewrite, Answer, Finished, Front, Notes, Page,
-    Plan, Redirect, X_REQUEST_ID,
+    own_head, redirect_headers, replay_headers, rewrite, Answer, Finished, Front, FrontSlot, Notes,
+    Page, Plan, Redirect, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome};
 use crate::pages;
@@ -40,11 +40,11 @@ pub use crate::front::Shared;
 /// The proxy of one listener (Pingora's engine: HTTP/2, and what the HTTP/1.1 fast path hands
 /// over).
 pub struct EdgeProxy {
-    front: Arc<Front>,
+    front: Arc<FrontSlot>,
 }
 
 impl EdgeProxy {
-    pub fn new(front: Arc<Front>) -> EdgeProxy {
+    pub fn new(front: Arc<FrontSlot>) -> EdgeProxy {
         EdgeProxy { front }
     }
 }
@@ -58,6 +58,8 @@ fn view(session: &Session) -> PingoraRequest<'_> {
 
 /// Per-request state, filled phase by phase.
 pub struct Ctx {
+    /// The listener's Front when the request started: it finishes under that configuration.
+    pub front: Arc<Front>,
     /// The request id as sent upstream and back (see [`request_id::header_value`]).
     pub request_id: HeaderValue,
     pub notes: Notes,
@@ -110,12 +112,12 @@ impl EdgeProxy {
         Ok(true)
     }
 
-    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+    fn client_ip(&self, session: &Session, ctx: &Ctx) -> Option<IpAddr> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        self.front.client_ip(&view(session), peer)
+        ctx.front.client_ip(&view(session), peer)
     }
 
     /// Answers `307` with `fly-replay` (and the replay-cache headers when configured); no body,
@@ -130,7 +132,7 @@ impl EdgeProxy {
         // Fly keeps its own copy of the body to replay; reading ours (< 1 MiB, decided before)
         // keeps the connection from Fly's edge reusable. A failure only costs the keep-alive.
         if !session.is_body_empty() {
-            session.set_total_drain_timeout(Some(self.front.config().upstream.read_timeout));
+            session.set_total_drain_timeout(Some(ctx.front.config().upstream.read_timeout));
             if let Err(e) = session.drain_request_body().await {
                 tracing::debug!(error = %e, "request body not drained before the replay");
             }
@@ -156,14 +158,17 @@ impl ProxyHttp for EdgeProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        let front = self.front.load_full();
+        let listener = front.metrics.listener();
         Ctx {
+            front,
             request_id: HeaderValue::from_static(""),
             notes: Notes::default(),
             outcome: Outcome::Error,
             plan: None,
             status: 0,
             start: Instant::now(),
-            _in_flight: InFlight::enter(),
+            _in_flight: InFlight::enter(listener),
             peer_at: None,
             websocket: None,
         }
@@ -176,7 +181,7 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|s| s.extension.get::<Sni>())
             .map(|s| s.0.clone());
-        let answer = self
+        let answer = ctx
             .front
             .route(&view(session), sni.as_deref(), &mut ctx.notes)
             .await;
@@ -213,7 +218,7 @@ impl ProxyHttp for EdgeProxy {
         let Some(plan) = &ctx.plan else {
             return Error::e_explain(ErrorType::InternalError, "no forwarding plan");
         };
-        let up = &self.front.config().upstream;
+        let up = &ctx.front.config().upstream;
         let mut peer = HttpPeer::new(plan.addr, false, String::new());
         peer.options.connection_timeout = Some(up.connect_timeout);
         peer.options.total_connection_timeout = Some(up.connect_timeout);
@@ -259,9 +264,9 @@ impl ProxyHttp for EdgeProxy {
         let Some(plan) = &ctx.plan else {
             return Error::e_explain(ErrorType::InternalError, "no forwarding plan");
         };
-        let client = self.client_ip(session);
+        let client = self.client_ip(session, ctx);
         let view = view(session);
-        let fields = self
+        let fields = ctx
             .front
             .router_fields(&view, plan, client, ctx.request_id.as_bytes());
         // Every field out, then back in the one order of every engine: Host, the client's
@@ -349,7 +354,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         ctx.status = upstream_response.status.as_u16();
         if ctx.status == 101 && session.is_upgrade_req() && ctx.websocket.is_none() {
-            ctx.websocket = Some(self.front.metrics.websocket_opened(ctx.notes.rule));
+            ctx.websocket = Some(ctx.front.metrics.websocket_opened(ctx.notes.rule));
         }
         Ok(())
     }
@@ -392,7 +397,7 @@ impl ProxyHttp for EdgeProxy {
             .unwrap_or(ctx.status);
         // A WebSocket session's length is not a request latency: counted, not timed.
         let upgraded = ctx.websocket.take().is_some();
-        self.front.finish(&Finished {
+        ctx.front.finish(&Finished {
             request_id: request_id::as_str(&ctx.request_id),
             method: session.req_header().method.as_str(),
             label: ctx.notes.label.as_deref(),
@@ -404,7 +409,7 @@ impl ProxyHttp for EdgeProxy {
             upstream: ctx.plan.as_ref().map(|p| p.addr),
             bytes_sent: session.body_bytes_sent(),
             bytes_received: session.body_bytes_read(),
-            client: self.client_ip(session),
+            client: self.client_ip(session, ctx),
             error: e.map(|e| e.etype().as_str()).unwrap_or("-"),
             auth: ctx.notes.auth.as_ref(),
         });

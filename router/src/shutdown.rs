@@ -1,7 +1,10 @@
 //! Graceful shutdown. On SIGTERM the router keeps accepting for `server.grace_period` (so a load
 //! balancer can stop sending), then stops accepting and lets the requests in flight finish, for at
 //! most `server.shutdown_timeout`, exiting as soon as none is left. SIGINT exits at once; SIGQUIT
-//! hands the listening sockets to a new process (Pingora's graceful upgrade).
+//! hands the listening sockets to a new process started with `run --upgrade` (Pingora's graceful
+//! upgrade; see [`crate::upgrade`]) and then drains the same way — or, with no new process
+//! waiting, is ignored with an error line. SIGHUP reloads the configuration
+//! ([`crate::reload`]).
 //!
 //! Pingora's own shutdown always sleeps its whole grace period and then drops whatever is still
 //! running; the in-flight count kept here lets the process leave as soon as it is idle.
@@ -16,14 +19,15 @@ use tokio::signal::unix::{signal, SignalKind};
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static DRAINING: AtomicBool = AtomicBool::new(false);
 
-/// Held by every request from its first phase to its last; dropping it ends the request.
+/// Held by every request from its first phase to its last; dropping it ends the request. It
+/// also counts the request in `hubify_requests_in_flight` for its listener.
 #[derive(Debug)]
-pub struct InFlight(());
+pub struct InFlight(#[allow(dead_code)] crate::metrics::InFlightOn);
 
 impl InFlight {
-    pub fn enter() -> InFlight {
+    pub fn enter(listener: crate::metrics::Listener) -> InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        InFlight(())
+        InFlight(crate::metrics::InFlightOn::enter(listener))
     }
 }
 
@@ -47,7 +51,13 @@ pub fn draining() -> bool {
 pub struct Signals {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
+    /// `server.upgrade_socket`: where a new process waits for the sockets.
+    pub upgrade_socket: std::path::PathBuf,
 }
+
+/// After handing the sockets over, Pingora keeps accepting for this long before it stops the
+/// listeners (its `CLOSE_TIMEOUT`).
+const UPGRADE_OVERLAP: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
@@ -60,23 +70,44 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot install signal handlers; shutting down");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!(grace_period = ?self.grace_period, "SIGTERM: still accepting during the grace period");
-                tokio::select! {
-                    _ = tokio::time::sleep(self.grace_period) => {}
-                    _ = int.recv() => return ShutdownSignal::FastShutdown,
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!(grace_period = ?self.grace_period, "SIGTERM: still accepting during the grace period");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.grace_period) => {}
+                        _ = int.recv() => return ShutdownSignal::FastShutdown,
+                    }
+                    tracing::info!(in_flight = in_flight(), bound = ?self.shutdown_timeout, "no longer accepting; draining requests in flight");
+                    DRAINING.store(true, Ordering::Relaxed);
+                    let bound = self.shutdown_timeout;
+                    let _ = std::thread::Builder::new()
+                        .name("drain".into())
+                        .spawn(move || exit_when_idle(bound));
+                    return ShutdownSignal::GracefulTerminate;
                 }
-                tracing::info!(in_flight = in_flight(), bound = ?self.shutdown_timeout, "no longer accepting; draining requests in flight");
-                DRAINING.store(true, Ordering::Relaxed);
-                let bound = self.shutdown_timeout;
-                let _ = std::thread::Builder::new()
-                    .name("drain".into())
-                    .spawn(move || exit_when_idle(bound));
-                ShutdownSignal::GracefulTerminate
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = quit.recv() => {
+                    let socket = &self.upgrade_socket;
+                    if !crate::upgrade::wait_for_receiver(socket, crate::upgrade::RECEIVER_WAIT).await {
+                        tracing::error!(
+                            socket = %socket.display(),
+                            "SIGQUIT: no new process is waiting for the listening sockets (start one \
+                             with `hubify-edge run --upgrade`); still serving"
+                        );
+                        continue;
+                    }
+                    tracing::info!(socket = %socket.display(), "SIGQUIT: handing the listening sockets to the new process");
+                    let bound = self.shutdown_timeout;
+                    let _ = std::thread::Builder::new().name("drain".into()).spawn(move || {
+                        // Both processes accept until Pingora stops this one's listeners.
+                        std::thread::sleep(UPGRADE_OVERLAP + Duration::from_millis(200));
+                        DRAINING.store(true, Ordering::Relaxed);
+                        exit_when_idle(bound);
+                    });
+                    return ShutdownSignal::GracefulUpgrade;
+                }
             }
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         }
     }
 }

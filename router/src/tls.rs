@@ -37,7 +37,10 @@ impl TlsAccept for SniCapture {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         // Called once per completed handshake; failures and timeouts are counted by the
         // accept loop (`listen.rs`).
-        crate::metrics::tls_handshake(crate::metrics::HandshakeResult::Ok);
+        crate::metrics::tls_handshake(
+            crate::metrics::HandshakeResult::Ok,
+            crate::metrics::TlsVersion::of(tls.version()),
+        );
         let name = tls.server_name()?;
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         Some(Arc::new(Sni(name)))

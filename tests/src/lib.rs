@@ -36,16 +36,28 @@ pub const DOMAIN: &str = "hubify.test";
 /// Upper bound for "answers rather than hangs": any single request or handshake the tests make.
 pub const ANSWER_BOUND: Duration = Duration::from_secs(30);
 
-/// A free TCP port on 127.0.0.1: bind port 0, read the port, drop the listener.
+/// A free TCP port on 127.0.0.1 for a listener the test starts later (the router's, mostly).
 ///
-/// There is a small window in which another process could take the port; on a test machine that
-/// is acceptable (the router would then fail to start, and the test says so with its logs).
+/// The port comes from below Linux's ephemeral range (32768–60999): a port taken from that range
+/// and released could be handed to another test's `bind(0)` listener or outgoing connection before
+/// the router binds it, and the test would then talk to a stranger. Below the range only other
+/// `free_port` callers compete: within a process a counter keeps them apart, and each process
+/// starts at an offset of its own; the bind check skips ports some other process holds.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(LOW + n).expect("port below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{LOW}..{}", LOW + SPAN);
 }
 
 /// `alice.hubify.test` and friends.

@@ -28,10 +28,15 @@ pub mod view;
 
 use rewrite::RouterFields;
 
+/// A listener's current [`Front`]. A configuration reload (SIGHUP) stores a new one; each
+/// request loads the one current when it starts and finishes under it.
+pub type FrontSlot = arc_swap::ArcSwap<Front>;
+
 /// Everything the listeners share: configuration and the route store.
 pub struct Shared {
     pub config: Config,
-    pub routes: RouteStore,
+    /// Shared with the configurations reloaded after this one when the store is Redis.
+    pub routes: Arc<RouteStore>,
     /// 6PN resolver, Machines API client, wakes in flight.
     pub fly: Arc<FlyNet>,
     /// The access check of protected path rules (`[auth]`).

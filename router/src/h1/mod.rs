@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
 use crate::front::rewrite::ConnectionTokens;
 use crate::front::{
-    redirect_headers, replay_headers, Answer, BadHost, Done, Front, Notes, Page, Plan, PutHeader,
-    RequestView, Served,
+    redirect_headers, replay_headers, Answer, BadHost, Done, Front, FrontSlot, Notes, Page, Plan,
+    PutHeader, RequestView, Served,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -77,14 +77,15 @@ enum Next {
 /// here too, and every other request is given, alone, to Pingora's engine (`pingora`), which
 /// hands the connection back when it is done with it.
 pub(crate) async fn serve(
-    front: &Front,
+    slot: &FrontSlot,
     pingora: &Arc<HttpProxy<EdgeProxy>>,
     fast: bool,
     mut io: Stream,
     shutdown: &ShutdownWatch,
 ) {
     let info = ConnInfo::of(&io);
-    let header_timeout = front.config().server.header_timeout;
+    // `[server]` needs a restart to change: the first Front's value holds for the connection.
+    let header_timeout = slot.load().config().server.header_timeout;
     let mut shutdown = shutdown.clone();
     let mut buf = BytesMut::new();
     loop {
@@ -99,8 +100,10 @@ pub(crate) async fn serve(
         };
         // Boxed: an idle connection then holds only the small state of `read_head`, not the
         // ~3 KB of a request in progress (measured by `sizes::future_sizes`).
+        // The listener's current Front: a reload applies from the next request on.
+        let front = slot.load_full();
         let (next, consumed) = Box::pin(request(
-            front, &mut io, &buf, &info, closing, fast, timed_out,
+            &front, &mut io, &buf, &info, closing, fast, timed_out,
         ))
         .await;
         match next {
@@ -359,7 +362,7 @@ async fn request(
             return (Next::Close, len);
         }
     };
-    let _in_flight = InFlight::enter();
+    let _in_flight = InFlight::enter(front.metrics.listener());
     let start = Instant::now();
     let request_id = request_id::header_value_from(req.header(&crate::front::X_REQUEST_ID));
     let rid = request_id::as_str(&request_id);
@@ -418,7 +421,7 @@ async fn request(
 /// A head the router refuses (see [`judge`]): its own page, counted and logged, and the
 /// connection closes (what follows the head cannot be trusted to start a request).
 async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
-    let _in_flight = InFlight::enter();
+    let _in_flight = InFlight::enter(front.metrics.listener());
     let start = Instant::now();
     let request_id = request_id::header_value_from(None);
     let rid = request_id::as_str(&request_id);
@@ -981,7 +984,7 @@ mod sizes {
         let routes = crate::routes::RouteStore::from_config(&config).expect("routes");
         let shared = Arc::new(Shared {
             config,
-            routes,
+            routes: Arc::new(routes),
             fly: Arc::new(fly),
             auth: None,
         });

@@ -10,8 +10,10 @@
 //!   labels; the hit path stays a read lock and a hash lookup.
 //! - **TTLs.** A route is fresh for `ttl` ±10 % (jitter, so entries written together do not expire
 //!   together); "no such workspace" and malformed records for `negative_ttl` ±10 %.
-//! - **Stale-if-error.** A route stays usable as a fallback `max_stale` past its TTL: [`Probe::Stale`]
-//!   asks the caller to revalidate and to serve it only if the store fails.
+//! - **Stale-while-revalidate, stale-if-error.** A route stays usable `max_stale` past its TTL:
+//!   [`Probe::Expired`] asks the caller to serve it and refresh it in the background;
+//!   [`Probe::Stale`] (read before an epoch bump) to revalidate first and serve it only if the
+//!   store fails.
 //! - **Epochs.** Every entry records the epoch it was read in; [`RouteCache::bump_epoch`] (after a
 //!   pub/sub gap, when invalidations may have been lost) turns every older entry into one that
 //!   needs revalidation, at no cost per entry.
@@ -53,8 +55,12 @@ impl Cached {
 pub enum Probe {
     /// Fresh: answer with this.
     Hit(Lookup),
-    /// Past its TTL (or read before the last epoch bump) but within `max_stale`: read the store
-    /// again, and serve this route only if that fails.
+    /// Past its TTL but within `max_stale`, and no event was missed since it was read: serve it
+    /// now and re-read the store in the background (stale-while-revalidate), so a slow store
+    /// never adds its timeout to a request for a cached label.
+    Expired(Arc<Route>),
+    /// Read before the last epoch bump (route events may have been missed) and within
+    /// `max_stale`: read the store again, and serve this route only if that fails.
     Stale(Arc<Route>),
     /// Like `Stale`, but a revalidation failed moments ago: serve it without asking the store
     /// again until the retry time has passed.
@@ -242,6 +248,7 @@ impl RouteCache {
         match &slot.value {
             Cached::Found(route) if now < slot.stale_until => match slot.retry_at {
                 Some(t) if now < t => Probe::StaleBackoff(route.clone()),
+                _ if current => Probe::Expired(route.clone()),
                 _ => Probe::Stale(route.clone()),
             },
             _ => Probe::Miss,
@@ -479,15 +486,21 @@ mod tests {
         );
         assert_eq!(
             c.probe("a", t0 + Duration::from_secs(12)),
-            Probe::Stale(r.clone())
+            Probe::Expired(r.clone())
         );
         c.note_error("a", t0 + Duration::from_secs(12), Duration::from_secs(1));
         assert_eq!(
             c.probe("a", t0 + Duration::from_millis(12_500)),
             Probe::StaleBackoff(r.clone())
         );
-        assert_eq!(c.probe("a", t0 + Duration::from_secs(14)), Probe::Stale(r));
+        assert_eq!(
+            c.probe("a", t0 + Duration::from_secs(14)),
+            Probe::Expired(r.clone())
+        );
         assert_eq!(c.probe("a", t0 + Duration::from_secs(72)), Probe::Miss);
+        // An epoch bump (events possibly missed) makes the expired entry one to re-read first.
+        c.bump_epoch();
+        assert_eq!(c.probe("a", t0 + Duration::from_secs(14)), Probe::Stale(r));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - **Single-flight.** The first lookup of a label that needs the store starts one read, spawned
 //!   as its own task on the store's runtime (so a cancelled request never strands the others);
 //!   every lookup of that label meanwhile waits on the same flight and shares its answer.
+//! - **Stale-while-revalidate.** A route past its TTL (no event missed since it was read) is
+//!   served at once while one background read refreshes it.
 //! - **Stale-if-error.** When the read fails or times out, a lookup that had a stale route (within
 //!   `max_stale` past its TTL) serves it, and the entry is not re-read for a short back-off;
 //!   without one, the answer is [`Lookup::Unavailable`]. Every read is bounded by `fetch_timeout`.
@@ -121,6 +123,13 @@ impl CachedStore {
                 self.metrics.stale_served.fetch_add(1, Relaxed);
                 return Lookup::Found(route);
             }
+            Probe::Expired(route) => {
+                self.metrics.revalidations.fetch_add(1, Relaxed);
+                self.metrics.stale_served.fetch_add(1, Relaxed);
+                // The read's answer lands in the cache; nobody waits on it.
+                let _ = self.flight(label);
+                return Lookup::Found(route);
+            }
             Probe::Stale(route) => {
                 self.metrics.revalidations.fetch_add(1, Relaxed);
                 Some(route)
@@ -147,14 +156,31 @@ impl CachedStore {
 
     /// Waits on the read of `label` in flight, starting it if there is none.
     async fn join_flight(self: &Arc<Self>, label: &str) -> Outcome {
-        let (mut rx, start) = {
+        let mut rx = match self.flight(label) {
+            Ok(rx) => rx,
+            Err(answer) => return Outcome::Answer(answer),
+        };
+        // The flight bounds its read by `fetch_timeout`; this outer bound only guards against a
+        // runtime that stopped running it.
+        let bound = self.fetch_timeout * 2 + Duration::from_millis(500);
+        let outcome = match tokio::time::timeout(bound, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => v.clone().unwrap_or(Outcome::Failed),
+            _ => Outcome::Failed,
+        };
+        outcome
+    }
+
+    /// The read of `label` in flight, started if there is none; `Err` with the answer when a
+    /// flight finished just now and cached it.
+    fn flight(self: &Arc<Self>, label: &str) -> Result<watch::Receiver<Option<Outcome>>, Lookup> {
+        let (rx, start) = {
             let mut flights = self.flights.lock();
             match flights.get(label) {
                 Some(flight) => (flight.tx.subscribe(), None),
                 None => {
                     // A flight that just finished cached its answer before leaving the map.
                     if let Probe::Hit(answer) = self.cache.probe(label, now()) {
-                        return Outcome::Answer(answer);
+                        return Err(answer);
                     }
                     let (tx, rx) = watch::channel(None);
                     let flight = Arc::new(Flight {
@@ -177,14 +203,7 @@ impl CachedStore {
         if let Some(guard) = start {
             self.spawner.spawn(guard.run());
         }
-        // The flight bounds its read by `fetch_timeout`; this outer bound only guards against a
-        // runtime that stopped running it.
-        let bound = self.fetch_timeout * 2 + Duration::from_millis(500);
-        let outcome = match tokio::time::timeout(bound, rx.wait_for(Option::is_some)).await {
-            Ok(Ok(v)) => v.clone().unwrap_or(Outcome::Failed),
-            _ => Outcome::Failed,
-        };
-        outcome
+        Ok(rx)
     }
 
     /// The record of `label` changed or was deleted: drop the cached entry now.
@@ -424,9 +443,22 @@ mod tests {
         s.lookup("alice").await;
         assert_eq!(fake.reads(), 1);
         fake.set("alice", "127.0.0.2");
-        tokio::time::advance(Duration::from_secs(8)).await; // > 30 s + 10 %
+        // Past 30 s + 10 %, expired: served at once (stale-while-revalidate) while one background
+        // read refreshes it.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(ip(&s.lookup("alice").await), "127.0.0.1");
+        assert_eq!(ip(&s.lookup("alice").await), "127.0.0.1");
+        settle().await;
+        assert_eq!(fake.reads(), 2);
         assert_eq!(ip(&s.lookup("alice").await), "127.0.0.2");
         assert_eq!(fake.reads(), 2);
+    }
+
+    /// Lets spawned background reads run to completion (the fake answers without waiting).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -451,8 +483,9 @@ mod tests {
         s.lookup("alice").await;
         fake.fail.store(true, Relaxed);
         tokio::time::advance(Duration::from_secs(40)).await;
-        // Past the TTL, the store fails: the stale route is served.
+        // Past the TTL: the stale route is served at once; its background read fails.
         assert_eq!(ip(&s.lookup("alice").await), "127.0.0.1");
+        settle().await;
         assert_eq!(fake.reads(), 2);
         // Within the back-off: served stale without asking the store again.
         assert_eq!(ip(&s.lookup("alice").await), "127.0.0.1");

@@ -127,7 +127,9 @@ pub struct RedisSource {
 /// Consecutive timeouts after which the connection is presumed dead (half-open) and replaced.
 const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Low enough that the store is back within a second of Redis answering again (with jitter,
+/// at most 600 ms between attempts); a refused connect costs next to nothing meanwhile.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// The pub/sub connection is pinged this often; no answer in `PING_TIMEOUT` means it is dead.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
