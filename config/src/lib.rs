@@ -150,6 +150,9 @@ pub enum TlsSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tls {
     pub source: TlsSource,
+    /// `Strict-Transport-Security` sent on every response of the TLS listener (RFC 6797), e.g.
+    /// `max-age=31536000; includeSubDomains`. Never sent over plain HTTP.
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -324,11 +327,45 @@ fn default_rule_name(prefix: &str) -> String {
     }
 }
 
+/// Checks a `Strict-Transport-Security` value (RFC 6797 §6.1): `max-age=<seconds>` exactly once,
+/// optionally `includeSubDomains` and `preload`, separated by `;`.
+fn hsts(value: &str) -> Result<(), String> {
+    let mut max_age = false;
+    for directive in value.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        let (name, arg) = match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive, None),
+        };
+        if name.eq_ignore_ascii_case("max-age") {
+            let ok = arg.is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()));
+            if !ok || max_age {
+                return Err(format!(
+                    "\"{value}\": max-age takes a number of seconds, once (max-age=31536000)"
+                ));
+            }
+            max_age = true;
+        } else if !(name.eq_ignore_ascii_case("includeSubDomains")
+            || name.eq_ignore_ascii_case("preload"))
+            || arg.is_some()
+        {
+            return Err(format!(
+                "\"{value}\": unknown directive \"{directive}\" (max-age=<seconds>, \
+                 includeSubDomains, preload)"
+            ));
+        }
+    }
+    if max_age {
+        Ok(())
+    } else {
+        Err(format!("\"{value}\": needs max-age=<seconds>"))
+    }
+}
+
 impl Config {
     /// The keys that differ between two configurations and that a running process cannot take
     /// without new sockets or a new process (a reload refuses them; they need a restart). Path
-    /// rules, reserved labels, static routes, replay and auth settings, upstream timeouts, the log
-    /// level and `log.access` are not among them.
+    /// rules, reserved labels, static routes, replay and auth settings, upstream timeouts, `tls.hsts`,
+    /// the log level and `log.access` are not among them.
     pub fn restart_keys(&self, new: &Config) -> Vec<&'static str> {
         let mut keys = Vec::new();
         let mut differ = |key: &'static str, changed: bool| {
@@ -340,7 +377,7 @@ impl Config {
         differ("server", self.server != new.server);
         differ("listeners", self.listeners != new.listeners);
         differ("ops", self.ops != new.ops);
-        differ("tls", self.tls != new.tls);
+        differ("tls.source", self.tls.source != new.tls.source);
         differ("redis", self.redis != new.redis);
         differ("acme", self.acme != new.acme);
         differ("fly", self.fly != new.fly);
@@ -774,7 +811,9 @@ impl Validator<'_> {
                 }
             }
         };
-        Ok(Tls { source })
+        let hsts = raw.hsts.map(|v| hsts(&v).map(|()| v));
+        let hsts = hsts.transpose().map_err(|why| self.err("tls.hsts", why))?;
+        Ok(Tls { source, hsts })
     }
 
     fn no_files(

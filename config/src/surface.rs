@@ -124,6 +124,7 @@ pub struct Tls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub reload_interval: Option<ConfDuration>,
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

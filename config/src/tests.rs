@@ -270,3 +270,30 @@ fn log_levels() {
         assert!(crate::check_log_level(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn hsts_values() {
+    for ok in [
+        "max-age=31536000",
+        "max-age=0",
+        "max-age=63072000; includeSubDomains; preload",
+        "Max-Age=\"60\" ; includesubdomains;",
+    ] {
+        let c = Config::from_toml(&with(&format!("[tls]\nhsts = {ok:?}")), "t.toml")
+            .unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        assert_eq!(c.tls.hsts.as_deref(), Some(ok));
+    }
+    for bad in [
+        "",
+        "includeSubDomains",
+        "max-age=",
+        "max-age=1y",
+        "max-age=1; max-age=2",
+        "max-age=1; includeSubDomains=yes",
+        "max-age=1; always",
+    ] {
+        let e = err(&with(&format!("[tls]\nhsts = {bad:?}")));
+        assert_eq!(e.key, "tls.hsts", "{bad:?}: {e}");
+    }
+    assert_eq!(Config::from_toml(MIN, "t.toml").unwrap().tls.hsts, None);
+}

@@ -41,7 +41,7 @@ use crate::front::own_head;
 use crate::front::view::PingoraRequest;
 use crate::front::{
     redirect_headers, replay_headers, Answer, Done, Front, Notes, Page, Plan, RequestView, Served,
-    X_REQUEST_ID,
+    Stamp, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -200,22 +200,22 @@ async fn stream(
     let mut done = Done::new(false);
     let mut upstream = None;
     let mut reset = false;
-    let rid = &request_id;
+    let stamp = front.stamp(&request_id);
     match answer {
         Answer::Page(p) => {
             done.outcome = p.outcome;
-            page(&mut s, &mut done, &p, rid, json, head_only).await;
+            page(&mut s, &mut done, &p, &stamp, json, head_only).await;
         }
         Answer::Redirect(r) => {
             done.outcome = Outcome::Redirect;
             done.status = r.status;
-            let head = own_head(r.status, rid, |put| redirect_headers(&r, put));
+            let head = own_head(r.status, &stamp, |put| redirect_headers(&r, put));
             write_head(&mut s, head, true, &mut done);
         }
         Answer::Replay { value, cache_ttl } => {
             done.outcome = Outcome::Replay;
             done.status = 307;
-            let head = own_head(307, rid, |put| replay_headers(&value, cache_ttl, put));
+            let head = own_head(307, &stamp, |put| replay_headers(&value, cache_ttl, put));
             write_head(&mut s, head, true, &mut done);
         }
         Answer::Forward(_) if reset_by_client(&mut s) => {
@@ -232,13 +232,13 @@ async fn stream(
                 plan: &plan,
                 head_only,
                 json,
-                rid,
+                stamp,
             };
             forward.run(&front, &mut s, &head, &mut done).await;
         }
     }
     let served = Served {
-        request_id: request_id::as_str(rid),
+        request_id: stamp.rid(),
         method: method.as_str(),
         notes: &notes,
         start,
@@ -287,13 +287,13 @@ async fn page(
     s: &mut HttpSession,
     done: &mut Done,
     p: &Page,
-    rid: &HeaderValue,
+    stamp: &Stamp<'_>,
     json: bool,
     head_only: bool,
 ) {
     let mut body = Bytes::new();
-    let head = own_head(p.status, rid, |put| {
-        body = p.render(request_id::as_str(rid), json, put);
+    let head = own_head(p.status, stamp, |put| {
+        body = p.render(stamp.rid(), json, put);
     });
     done.status = p.status;
     if write_head(s, head, head_only, done) && !head_only {
@@ -328,7 +328,7 @@ struct Forward<'a> {
     plan: &'a Plan,
     head_only: bool,
     json: bool,
-    rid: &'a HeaderValue,
+    stamp: Stamp<'a>,
 }
 
 /// What the upstream answered: its status, framing and the head for the client.
@@ -428,7 +428,7 @@ impl Forward<'_> {
         let invalid = |_| Failure::new(UpstreamErrorKind::InvalidResponse);
         let mut head = ResponseHeader::build_no_case(parsed.status, Some(16)).map_err(invalid)?;
         let mut result = Ok(());
-        parsed.forwarded(|name, value| {
+        parsed.forwarded(&self.stamp, |name, value| {
             if result.is_err() {
                 return;
             }
@@ -441,8 +441,7 @@ impl Forward<'_> {
             };
         });
         result?;
-        head.insert_header(X_REQUEST_ID, self.rid.clone())
-            .map_err(invalid)?;
+        self.stamp.insert(&mut head).map_err(invalid)?;
         Ok(Some(Head::Final(Response {
             head,
             framing: parsed.framing,
@@ -525,6 +524,6 @@ impl Forward<'_> {
         done.outcome = Outcome::Error;
         done.error = error_name(f.kind);
         let p = Page::upstream_failure(status);
-        page(s, done, &p, self.rid, self.json, self.head_only).await;
+        page(s, done, &p, &self.stamp, self.json, self.head_only).await;
     }
 }

@@ -87,7 +87,7 @@ impl EdgeProxy {
         );
         let rid = ctx.request_id.clone();
         let mut body = None;
-        let resp = own_head(page.status, &rid, |put| {
+        let resp = own_head(page.status, &ctx.front.stamp(&rid), |put| {
             body = Some(page.render(request_id::as_str(&rid), json, put));
         })?;
         ctx.status = page.status;
@@ -105,7 +105,8 @@ impl EdgeProxy {
     }
 
     async fn redirect(&self, session: &mut Session, ctx: &mut Ctx, r: Redirect) -> Result<bool> {
-        let resp = own_head(r.status, &ctx.request_id, |put| redirect_headers(&r, put))?;
+        let stamp = ctx.front.stamp(&ctx.request_id);
+        let resp = own_head(r.status, &stamp, |put| redirect_headers(&r, put))?;
         ctx.status = r.status;
         ctx.outcome = Outcome::Redirect;
         session.write_response_header(Box::new(resp), true).await?;
@@ -137,7 +138,7 @@ impl EdgeProxy {
                 tracing::debug!(error = %e, "request body not drained before the replay");
             }
         }
-        let resp = own_head(307, &ctx.request_id, |put| {
+        let resp = own_head(307, &ctx.front.stamp(&ctx.request_id), |put| {
             replay_headers(&value, cache_ttl, put)
         })?;
         ctx.status = 307;
@@ -351,7 +352,7 @@ impl ProxyHttp for EdgeProxy {
                 "upstream answered 101 to a request without Upgrade",
             );
         }
-        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        ctx.front.stamp(&ctx.request_id).insert(upstream_response)?;
         ctx.status = upstream_response.status.as_u16();
         if ctx.status == 101 && session.is_upgrade_req() && ctx.websocket.is_none() {
             ctx.websocket = Some(ctx.front.metrics.websocket_opened(ctx.notes.rule));

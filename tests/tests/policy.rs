@@ -572,3 +572,74 @@ async fn refusals_are_counted_and_logged_on_both_engines() {
         assert!(line.contains("refused"), "fast={fast}: {line}");
     }
 }
+
+/// `[tls] hsts`: every response on the TLS listener carries the configured
+/// `Strict-Transport-Security` once — the workspace's own value replaced, the router's own pages
+/// included — and nothing changes on the plain listener (RFC 6797 §7.2: never over plain HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsts_on_every_tls_response_and_never_on_plain_http() {
+    const HSTS: &str = "max-age=31536000; includeSubDomains";
+    for fast in ENGINES {
+        let up = RawUpstream::always(Reply::bytes(
+            "HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=0\r\nContent-Length: 2\r\n\r\nok",
+        ))
+        .await;
+        let s = stack_with(fast, up, |c| c.hsts(HSTS)).await;
+        let sts = |head: &str| -> Vec<String> {
+            head.lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security"))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect()
+        };
+        // HTTP/1.1 over TLS: a workspace response and the router's own 404.
+        for (label, status) in [(ALICE, 200), ("nobody.hubify.test", 404)] {
+            let mut c = RawConn::tls(s.cfg.https_port(), label).await;
+            let r = c
+                .roundtrip(format!("GET / HTTP/1.1\r\nHost: {label}\r\n\r\n"))
+                .await;
+            assert_eq!(r.status, status, "fast={fast}: {}", r.summary());
+            let head = String::from_utf8_lossy(&r.head).into_owned();
+            assert_eq!(sts(&head), [HSTS], "fast={fast} h1 {label}: {head}");
+        }
+        // HTTP/2.
+        let h2 = H2Conn::open(s.cfg.https_port(), ALICE).await.expect("h2");
+        for path in ["/", "/two"] {
+            let r = h2.request(&Req::get(ALICE, path)).await.expect("h2 answer");
+            let all: Vec<_> = r
+                .headers
+                .get_all("strict-transport-security")
+                .iter()
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(all, [HSTS], "fast={fast} h2 {path}");
+        }
+        let h2 = H2Conn::open(s.cfg.https_port(), "nobody.hubify.test")
+            .await
+            .expect("h2");
+        let r = h2
+            .request(&Req::get("nobody.hubify.test", "/"))
+            .await
+            .expect("h2 answer");
+        assert_eq!(r.status.as_u16(), 404, "fast={fast}");
+        assert_eq!(
+            r.headers
+                .get("strict-transport-security")
+                .map(|v| v.as_bytes()),
+            Some(HSTS.as_bytes()),
+            "fast={fast} h2 own page"
+        );
+        // Plain HTTP: the router adds nothing; the workspace's own field passes as it is.
+        let mut c = RawConn::plain(s.cfg.http_port()).await;
+        let r = c.roundtrip(get("/")).await;
+        let head = String::from_utf8_lossy(&r.head).into_owned();
+        assert_eq!(sts(&head), ["max-age=0"], "fast={fast} plain: {head}");
+        let mut c = RawConn::plain(s.cfg.http_port()).await;
+        let r = c
+            .roundtrip("GET / HTTP/1.1\r\nHost: nobody.hubify.test\r\n\r\n")
+            .await;
+        assert_eq!(r.status, 404);
+        let head = String::from_utf8_lossy(&r.head).into_owned();
+        assert!(sts(&head).is_empty(), "fast={fast} plain 404: {head}");
+    }
+}

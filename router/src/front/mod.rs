@@ -201,10 +201,10 @@ impl Page {
 }
 
 /// The head of one of the router's own answers: `status`, the headers `headers` gives (shared
-/// with the HTTP/1.1 fast path, `front.rs`), and the request id.
+/// with the HTTP/1.1 fast path, `front.rs`), and the [`Stamp`].
 pub(crate) fn own_head(
     status: u16,
-    request_id: &HeaderValue,
+    stamp: &Stamp<'_>,
     headers: impl FnOnce(PutHeader<'_>),
 ) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(6))?;
@@ -215,8 +215,54 @@ pub(crate) fn own_head(
         }
     });
     result?;
-    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    stamp.insert(&mut resp)?;
     Ok(resp)
+}
+
+/// What the router puts on every response head of a listener, whoever answers (its own pages,
+/// redirects, replays, or a workspace): `x-request-id`, and on the TLS listener with `[tls] hsts`,
+/// `strict-transport-security`. A workspace's own values of these fields are replaced.
+#[derive(Clone, Copy)]
+pub struct Stamp<'a> {
+    pub request_id: &'a HeaderValue,
+    hsts: Option<&'a HeaderValue>,
+}
+
+pub const STRICT_TRANSPORT_SECURITY: HeaderName =
+    HeaderName::from_static("strict-transport-security");
+
+impl<'a> Stamp<'a> {
+    pub fn new(request_id: &'a HeaderValue, hsts: Option<&'a HeaderValue>) -> Stamp<'a> {
+        Stamp { request_id, hsts }
+    }
+
+    /// The request id as text.
+    pub fn rid(&self) -> &str {
+        crate::request_id::as_str(self.request_id)
+    }
+
+    /// Writes the fields to a head being serialized.
+    pub fn put(&self, put: PutHeader<'_>) {
+        put("x-request-id", self.request_id.as_bytes());
+        if let Some(v) = self.hsts {
+            put("strict-transport-security", v.as_bytes());
+        }
+    }
+
+    /// Sets the fields on a head, replacing any value already there.
+    pub fn insert(&self, resp: &mut ResponseHeader) -> pingora_error::Result<()> {
+        resp.insert_header(X_REQUEST_ID, self.request_id.clone())?;
+        if let Some(v) = self.hsts {
+            resp.insert_header(STRICT_TRANSPORT_SECURITY, v.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Whether a workspace's response field `name` is dropped because the router sets it.
+    pub fn replaces(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("x-request-id")
+            || (self.hsts.is_some() && name.eq_ignore_ascii_case("strict-transport-security"))
+    }
 }
 
 /// A redirect: `308` for reserved labels, `303` with the session cookie after a first visit
@@ -308,6 +354,8 @@ pub struct Front {
     pub behind_fly: bool,
     pub shared: Arc<Shared>,
     pub metrics: RequestMetrics,
+    /// `[tls] hsts` on the TLS listener.
+    hsts: Option<HeaderValue>,
 }
 
 impl Front {
@@ -330,13 +378,24 @@ impl Front {
                 .http
                 .as_ref()
                 .is_some_and(|h| h.behind_fly);
+        let hsts = match mode {
+            ListenerMode::Tls => shared.config.tls.hsts.as_deref(),
+            ListenerMode::Plain(_) => None,
+        }
+        .and_then(|v| HeaderValue::from_str(v).ok());
         Front {
             mode,
             scheme,
             behind_fly,
             shared,
             metrics,
+            hsts,
         }
+    }
+
+    /// The fields every response to the request `request_id` carries.
+    pub fn stamp<'a>(&'a self, request_id: &'a HeaderValue) -> Stamp<'a> {
+        Stamp::new(request_id, self.hsts.as_ref())
     }
 
     pub fn config(&self) -> &Config {

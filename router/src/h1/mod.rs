@@ -31,7 +31,7 @@ use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
 use crate::front::rewrite::ConnectionTokens;
 use crate::front::{
     redirect_headers, replay_headers, Answer, BadHost, Done, Front, FrontSlot, Notes, Page, Plan,
-    PutHeader, RequestView, Served,
+    PutHeader, RequestView, Served, Stamp,
 };
 use crate::metrics::{self, Outcome, UpstreamErrorKind};
 use crate::pages;
@@ -365,7 +365,8 @@ async fn request(
     let _in_flight = InFlight::enter(front.metrics.listener());
     let start = Instant::now();
     let request_id = request_id::header_value_from(req.header(&crate::front::X_REQUEST_ID));
-    let rid = request_id::as_str(&request_id);
+    let stamp = front.stamp(&request_id);
+    let rid = stamp.rid();
     let close = req.conn.close || closing;
     let mut notes = Notes::default();
     let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
@@ -379,18 +380,18 @@ async fn request(
             done.outcome = p.outcome;
             done.close |= p.closes_connection();
             let json = pages::prefers_json(req.header(&http::header::ACCEPT));
-            page(io, &mut done, &p, rid, json, head_only).await;
+            page(io, &mut done, &p, &stamp, json, head_only).await;
         }
         Answer::Redirect(r) => {
             done.outcome = Outcome::Redirect;
-            small(io, &mut done, r.status, rid, |put| {
+            small(io, &mut done, r.status, &stamp, |put| {
                 redirect_headers(&r, put)
             })
             .await;
         }
         Answer::Replay { value, cache_ttl } => {
             done.outcome = Outcome::Replay;
-            small(io, &mut done, 307, rid, |put| {
+            small(io, &mut done, 307, &stamp, |put| {
                 replay_headers(&value, cache_ttl, put)
             })
             .await;
@@ -398,7 +399,7 @@ async fn request(
         Answer::Forward(plan) => {
             done.outcome = Outcome::Forward;
             upstream = Some(plan.addr);
-            forward(front, io, &req, &plan, client, rid, &mut done).await;
+            forward(front, io, &req, &plan, client, &stamp, &mut done).await;
         }
     }
     let served = Served {
@@ -424,11 +425,12 @@ async fn refused(front: &Front, io: &mut Stream, info: &ConnInfo, r: Refusal) {
     let _in_flight = InFlight::enter(front.metrics.listener());
     let start = Instant::now();
     let request_id = request_id::header_value_from(None);
-    let rid = request_id::as_str(&request_id);
+    let stamp = front.stamp(&request_id);
+    let rid = stamp.rid();
     let mut done = Done::new(true);
     done.outcome = Outcome::Refused;
     let p = Page::new(r.status, Outcome::Refused, r.detail);
-    page(io, &mut done, &p, rid, false, false).await;
+    page(io, &mut done, &p, &stamp, false, false).await;
     let served = Served {
         request_id: rid,
         method: "-",
@@ -461,10 +463,10 @@ fn canonical_reason(status: u16) -> &'static str {
         .unwrap_or("")
 }
 
-/// Ends a head: the request id, the connection's fate (said explicitly, as nginx and Pingora
+/// Ends a head: the [`Stamp`], the connection's fate (said explicitly, as nginx and Pingora
 /// do), the empty line.
-fn end_head(out: &mut Vec<u8>, rid: &str, close: bool) {
-    put_header(out, "x-request-id", rid.as_bytes());
+fn end_head(out: &mut Vec<u8>, stamp: &Stamp<'_>, close: bool) {
+    stamp.put(&mut |name, value| put_header(out, name, value));
     out.extend_from_slice(if close {
         b"connection: close\r\n\r\n".as_slice()
     } else {
@@ -489,13 +491,20 @@ async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
 }
 
 /// One of the router's own pages.
-async fn page(io: &mut Stream, done: &mut Done, p: &Page, rid: &str, json: bool, head_only: bool) {
+async fn page(
+    io: &mut Stream,
+    done: &mut Done,
+    p: &Page,
+    stamp: &Stamp<'_>,
+    json: bool,
+    head_only: bool,
+) {
     let mut out = Vec::with_capacity(512);
     status_line(&mut out, p.status, canonical_reason(p.status));
-    let body = p.render(rid, json, &mut |name, value| {
+    let body = p.render(stamp.rid(), json, &mut |name, value| {
         put_header(&mut out, name, value)
     });
-    end_head(&mut out, rid, done.close);
+    end_head(&mut out, stamp, done.close);
     if !head_only {
         out.extend_from_slice(&body);
     }
@@ -510,13 +519,13 @@ async fn small(
     io: &mut Stream,
     done: &mut Done,
     status: u16,
-    rid: &str,
+    stamp: &Stamp<'_>,
     headers: impl FnOnce(PutHeader<'_>),
 ) {
     let mut out = Vec::with_capacity(256);
     status_line(&mut out, status, canonical_reason(status));
     headers(&mut |name, value| put_header(&mut out, name, value));
-    end_head(&mut out, rid, done.close);
+    end_head(&mut out, stamp, done.close);
     done.status = status;
     send(io, &out, done).await;
 }
@@ -562,7 +571,7 @@ fn response_head(
     buf: &[u8],
     head_only: bool,
     close: bool,
-    rid: &str,
+    stamp: &Stamp<'_>,
 ) -> Result<Option<ResponseHead>, Failure> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let Some(parsed) = parse_response(buf, &mut headers, head_only)? else {
@@ -572,14 +581,14 @@ fn response_head(
     let close = close || framing == Framing::Eof { rechunk: false };
     let mut out = Vec::with_capacity(parsed.len + 64);
     status_line(&mut out, parsed.status, parsed.reason);
-    parsed.forwarded(|name, value| put_header(&mut out, name, value));
+    parsed.forwarded(stamp, |name, value| put_header(&mut out, name, value));
     if framing == (Framing::Eof { rechunk: true }) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if (100..200).contains(&parsed.status) {
         out.extend_from_slice(b"\r\n");
     } else {
-        end_head(&mut out, rid, close);
+        end_head(&mut out, stamp, close);
     }
     Ok(Some(ResponseHead {
         out,
@@ -601,14 +610,14 @@ async fn exchange(
     plan: &Plan,
     write_timeout: Duration,
     reused: bool,
-    (head_only, close, rid): (bool, bool, &str),
+    (head_only, close, stamp): (bool, bool, &Stamp<'_>),
     done: &mut Done,
 ) -> Result<ResponseHead, Failure> {
     send_head(up, head, write_timeout, reused).await?;
     // Once an interim head arrived, the upstream has answered: no retry after that.
     let mut retryable = reused;
     loop {
-        let parse = |b: &[u8]| response_head(b, head_only, close, rid);
+        let parse = |b: &[u8]| response_head(b, head_only, close, stamp);
         let resp = read_response_head(up, rbuf, plan.read_timeout, retryable, parse).await?;
         if !(100..200).contains(&resp.status) {
             return Ok(resp);
@@ -632,26 +641,26 @@ async fn forward(
     req: &H1Request<'_>,
     plan: &Plan,
     client: Option<IpAddr>,
-    rid: &str,
+    stamp: &Stamp<'_>,
     done: &mut Done,
 ) {
     let up_conf = &front.config().upstream;
-    let head = upstream_head(front, req, plan, client, rid);
+    let head = upstream_head(front, req, plan, client, stamp.rid());
     let head_only = req.method == "HEAD";
     let mut rbuf = BytesMut::with_capacity(BODY_READ);
-    let args = (head_only, done.close, rid);
+    let args = (head_only, done.close, stamp);
     let wt = up_conf.write_timeout;
     let mut upstreams = Upstreams::new(plan.addr, up_conf);
     let (mut up, resp) = loop {
         let (mut up, reused) = match upstreams.next().await {
             Ok(c) => c,
-            Err(f) => return failed(io, req, done, rid, f).await,
+            Err(f) => return failed(io, req, done, stamp, f).await,
         };
         rbuf.clear();
         match exchange(io, &mut up, &head, &mut rbuf, plan, wt, reused, args, done).await {
             Ok(resp) => break (up, resp),
             Err(f) if f.retry => continue,
-            Err(f) => return failed(io, req, done, rid, f).await,
+            Err(f) => return failed(io, req, done, stamp, f).await,
         }
     };
     done.status = resp.status;
@@ -662,7 +671,7 @@ async fn forward(
         Ok(false) => {}
         Err(Cut::BeforeHead) => {
             let f = Failure::new(UpstreamErrorKind::InvalidResponse);
-            failed(io, req, done, rid, f).await
+            failed(io, req, done, stamp, f).await
         }
         Err(Cut::After(kind)) => {
             // The head went out: the client can only learn of it by the connection closing.
@@ -676,7 +685,13 @@ async fn forward(
 }
 
 /// An upstream failure before any response went to the client: a 502/504 page.
-async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str, f: Failure) {
+async fn failed(
+    io: &mut Stream,
+    req: &H1Request<'_>,
+    done: &mut Done,
+    stamp: &Stamp<'_>,
+    f: Failure,
+) {
     metrics::upstream().error(f.kind);
     tracing::debug!(error = f.kind.as_str(), "upstream failed");
     let status = f.status();
@@ -685,7 +700,7 @@ async fn failed(io: &mut Stream, req: &H1Request<'_>, done: &mut Done, rid: &str
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let head_only = req.method == "HEAD";
     let p = Page::upstream_failure(status);
-    page(io, done, &p, rid, json, head_only).await;
+    page(io, done, &p, stamp, json, head_only).await;
 }
 
 /// How a relay failed.
@@ -908,8 +923,10 @@ mod tests {
 
     #[test]
     fn response_heads_are_framed() {
+        let rid = http::HeaderValue::from_static("rid");
+        let stamp = Stamp::new(&rid, None);
         let h = |raw: &[u8], head_only: bool| {
-            response_head(raw, head_only, false, "rid")
+            response_head(raw, head_only, false, &stamp)
                 .expect("valid")
                 .expect("complete")
         };
@@ -954,11 +971,31 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"NOPE\r\n\r\n",
         ] {
-            assert!(response_head(bad, false, false, "rid").is_err());
+            assert!(response_head(bad, false, false, &stamp).is_err());
         }
-        assert!(response_head(b"HTTP/1.1 200 OK\r\n", false, false, "r")
+        assert!(response_head(b"HTTP/1.1 200 OK\r\n", false, false, &stamp)
             .expect("valid")
             .is_none());
+    }
+
+    #[test]
+    fn the_stamp_replaces_the_workspace_fields() {
+        let rid = http::HeaderValue::from_static("rid");
+        let hsts = http::HeaderValue::from_static("max-age=60");
+        let raw = b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=0\r\nX-Request-Id: up\r\nContent-Length: 0\r\n\r\n";
+        let out = |stamp: &Stamp<'_>| {
+            let r = response_head(raw, false, false, stamp)
+                .expect("valid")
+                .expect("complete");
+            String::from_utf8(r.out).expect("text").to_ascii_lowercase()
+        };
+        let with = out(&Stamp::new(&rid, Some(&hsts)));
+        assert_eq!(with.matches("strict-transport-security").count(), 1);
+        assert!(with.contains("strict-transport-security: max-age=60\r\n"));
+        assert!(with.contains("x-request-id: rid\r\n") && !with.contains("x-request-id: up"));
+        // Without [tls] hsts (or on a plain listener), the workspace's own value passes.
+        let without = out(&Stamp::new(&rid, None));
+        assert!(without.contains("strict-transport-security: max-age=0\r\n"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! fields a client may receive.
 
 use crate::front::rewrite::hop_by_hop;
+use crate::front::Stamp;
 use crate::metrics::UpstreamErrorKind;
 
 use super::Failure;
@@ -39,15 +40,15 @@ pub(crate) struct Parsed<'b, 'h> {
 }
 
 impl<'b> Parsed<'b, '_> {
-    /// The headers to send on to the client: without hop-by-hop ones, `x-request-id` (the
-    /// router sets its own) and a Content-Length beside a transfer coding (RFC 9112 §6.3);
-    /// repeated equal lengths once.
-    pub fn forwarded(&self, mut f: impl FnMut(&'b str, &'b [u8])) {
+    /// The headers to send on to the client: without hop-by-hop ones, those the router's
+    /// [`Stamp`] sets, and a Content-Length beside a transfer coding (RFC 9112 §6.3); repeated
+    /// equal lengths once.
+    pub fn forwarded(&self, stamp: &Stamp<'_>, mut f: impl FnMut(&'b str, &'b [u8])) {
         let mut wrote_length = false;
         for h in self.headers.iter() {
             let name = h.name;
             if hop_by_hop(name)
-                || name.eq_ignore_ascii_case("x-request-id")
+                || stamp.replaces(name)
                 || self
                     .connection_names
                     .iter()
