@@ -138,6 +138,8 @@ pub struct EdgeConfig {
     pub auth: Option<String>,
     /// Environment variables of the router process.
     pub env: Vec<(String, String)>,
+    /// `tls.hsts`.
+    pub hsts: Option<String>,
 }
 
 impl Default for EdgeConfig {
@@ -172,7 +174,14 @@ impl EdgeConfig {
             behind_fly: false,
             auth: None,
             env: Vec::new(),
+            hsts: None,
         }
+    }
+
+    /// `[tls] hsts = value`.
+    pub fn hsts(mut self, value: &str) -> Self {
+        self.hsts = Some(value.to_owned());
+        self
     }
 
     /// The standard three-way split: `/terminal` (stripped) → `terminal`, `/dashboard` →
@@ -333,17 +342,22 @@ impl EdgeConfig {
         }
         match &self.tls {
             TlsSource::SelfSigned => {
-                let _ = writeln!(t, "[tls]\nsource = \"self-signed\"\n");
+                let _ = writeln!(t, "[tls]\nsource = \"self-signed\"");
             }
             TlsSource::Files { cert, key } => {
                 let _ = writeln!(
                     t,
-                    "[tls]\nsource = \"files\"\ncert = {}\nkey = {}\n",
+                    "[tls]\nsource = \"files\"\ncert = {}\nkey = {}",
                     toml_str(&cert.to_string_lossy()),
                     toml_str(&key.to_string_lossy())
                 );
             }
         }
+        if let Some(hsts) = &self.hsts {
+            // Still inside the [tls] table.
+            let _ = writeln!(t, "hsts = {}", toml_str(hsts));
+        }
+        t.push('\n');
         let _ = writeln!(
             t,
             "[upstream]\nconnect_timeout = {}\nread_timeout = {}\nkeepalive_pool = {}\n",
