@@ -745,9 +745,12 @@ mod tests {
     fn ari_only_brings_renewal_forward() {
         std::env::set_var("CLOUDFLARE_API_TOKEN", "unit-test");
         let toml = r#"
+paths = "standard"
 domain = "hubify.test"
 [listeners.https]
 address = "127.0.0.1:0"
+[routes]
+store = "static"
 [tls]
 source = "acme"
 [acme]

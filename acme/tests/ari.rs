@@ -243,7 +243,7 @@ fn ari_window_in_the_past_renews_early_with_replaces() {
             &bundle.display().to_string(),
         );
     let toml = format!(
-        "domain = \"hubify.test\"\n[listeners.https]\naddress = \"127.0.0.1:0\"\n[tls]\nsource = \"acme\"\n{acme}"
+        "paths = \"standard\"\ndomain = \"hubify.test\"\n[listeners.https]\naddress = \"127.0.0.1:0\"\n[routes]\nstore = \"static\"\n[tls]\nsource = \"acme\"\n{acme}"
     );
     let config = Config::from_toml(&toml, "ari.toml").unwrap();
     std::env::set_var("HUBIFY_EDGE_TSIG_SECRET", &env.knot.secret);

@@ -84,7 +84,7 @@ async fn issues_a_wildcard_certificate_through_dns01() {
     let env = AcmeEnv::start("hubify.test", 3600);
     let state = tempfile::tempdir().unwrap();
     let toml = format!(
-        "domain = \"hubify.test\"\n[listeners.https]\naddress = \"127.0.0.1:0\"\n[tls]\nsource = \"acme\"\n{}",
+        "paths = \"standard\"\ndomain = \"hubify.test\"\n[listeners.https]\naddress = \"127.0.0.1:0\"\n[routes]\nstore = \"static\"\n[tls]\nsource = \"acme\"\n{}",
         env.acme_toml(state.path(), "")
     );
     let config = Config::from_toml(&toml, "test.toml").unwrap();

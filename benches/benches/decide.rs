@@ -15,6 +15,8 @@ const CONFIG: &str = r#"
 domain = "hubify.com"
 [listeners.https]
 address = "127.0.0.1:8443"
+[routes]
+store = "static"
 [[paths]]
 prefix = "/terminal"
 port = 8080

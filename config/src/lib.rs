@@ -837,8 +837,17 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn routes(&self, raw: surface::Routes, has_redis: bool) -> Result<Routes, ConfigError> {
-        let store = raw.store.unwrap_or(surface::Store::Static);
+    fn routes(&self, raw: Option<surface::Routes>, has_redis: bool) -> Result<Routes, ConfigError> {
+        const WHERE: &str = "say where routes come from: [routes] store = \"redis\", or \
+                             store = \"static\" with [[routes.static]] entries (an empty static \
+                             store is fine when written)";
+        let raw = raw.ok_or_else(|| self.err("routes", format!("missing: {WHERE}")))?;
+        let store = match raw.store {
+            Some(store) => store,
+            // Static entries say it by themselves.
+            None if !raw.static_routes.is_empty() => surface::Store::Static,
+            None => return Err(self.err("routes.store", format!("missing: {WHERE}"))),
+        };
         let store = match store {
             surface::Store::Redis => {
                 if !has_redis {
@@ -902,7 +911,16 @@ impl Validator<'_> {
         Ok(routes)
     }
 
-    fn paths(&self, raw: Option<Vec<surface::Path>>) -> Result<Vec<PathRule>, ConfigError> {
+    fn paths(&self, raw: Option<surface::Paths>) -> Result<Vec<PathRule>, ConfigError> {
+        let raw = match raw {
+            Some(surface::Paths::Rules(rules)) => Some(rules),
+            Some(surface::Paths::Standard) => None,
+            None => return Err(self.err(
+                "paths",
+                "missing: no [[paths]] rules; write them, or paths = \"standard\" (a top-level \
+                     key) for /terminal → 8080 (prefix stripped), /dashboard → 3001, / → 3000",
+            )),
+        };
         let raw = raw.unwrap_or_else(|| {
             vec![
                 surface::Path {

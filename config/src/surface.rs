@@ -23,9 +23,8 @@ pub struct File {
     #[serde(default)]
     pub upstream: Upstream,
     pub redis: Option<Redis>,
-    #[serde(default)]
-    pub routes: Routes,
-    pub paths: Option<Vec<Path>>,
+    pub routes: Option<Routes>,
+    pub paths: Option<Paths>,
     #[serde(default)]
     pub reserved: BTreeMap<String, Reserved>,
     #[serde(default)]
@@ -173,6 +172,37 @@ pub struct StaticRoute {
     pub app: Option<String>,
     pub machine_id: Option<String>,
     pub region: Option<String>,
+}
+
+/// `[[paths]]` tables, or `paths = "standard"` for the standard rules.
+#[derive(Debug)]
+pub enum Paths {
+    Standard,
+    Rules(Vec<Path>),
+}
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Paths, D::Error> {
+        use serde::de::{self, SeqAccess, Unexpected, Visitor};
+        struct Expect;
+        impl<'de> Visitor<'de> for Expect {
+            type Value = Paths;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("[[paths]] tables, or \"standard\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Paths, E> {
+                match v {
+                    "standard" => Ok(Paths::Standard),
+                    _ => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Paths, A::Error> {
+                Vec::<Path>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(Paths::Rules)
+            }
+        }
+        d.deserialize_any(Expect)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,8 +13,20 @@ fn err(toml: &str) -> ConfigError {
     }
 }
 
+/// `MIN` and `extra`, with the standard path rules and an empty static route store unless
+/// `extra` says otherwise (both must be written: `missing_routes_and_paths_are_errors`).
 fn with(extra: &str) -> String {
-    format!("{MIN}\n{extra}")
+    let paths = if extra.contains("[[paths]]") {
+        ""
+    } else {
+        "paths = \"standard\"\n"
+    };
+    let routes = if extra.contains("[routes]") || extra.contains("[[routes.") {
+        ""
+    } else {
+        "\n[routes]\nstore = \"static\"\n"
+    };
+    format!("{paths}{MIN}{routes}\n{extra}")
 }
 
 #[test]
@@ -32,7 +44,7 @@ fn embedded_default_is_valid() {
 
 #[test]
 fn minimal_has_defaults() {
-    let c = Config::from_toml(MIN, "t.toml").unwrap();
+    let c = Config::from_toml(&with(""), "t.toml").unwrap();
     assert_eq!(c.paths.len(), 3);
     assert_eq!(c.server.threads, 2);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(2));
@@ -45,7 +57,12 @@ fn minimal_has_defaults() {
 
 #[test]
 fn fast_path_defaults_on_and_keeps_its_old_name() {
-    assert!(Config::from_toml(MIN, "t.toml").unwrap().server.fast_path);
+    assert!(
+        Config::from_toml(&with(""), "t.toml")
+            .unwrap()
+            .server
+            .fast_path
+    );
     for key in ["fast_path", "http1_fast_path"] {
         let c = Config::from_toml(&with(&format!("[server]\n{key} = false")), "t.toml").unwrap();
         assert!(!c.server.fast_path, "{key} = false");
@@ -295,5 +312,39 @@ fn hsts_values() {
         let e = err(&with(&format!("[tls]\nhsts = {bad:?}")));
         assert_eq!(e.key, "tls.hsts", "{bad:?}: {e}");
     }
-    assert_eq!(Config::from_toml(MIN, "t.toml").unwrap().tls.hsts, None);
+    assert_eq!(
+        Config::from_toml(&with(""), "t.toml").unwrap().tls.hsts,
+        None
+    );
+}
+
+#[test]
+fn missing_routes_and_paths_are_errors() {
+    // Nothing said about routes: every request would be a silent 404.
+    let e = err(&format!("paths = \"standard\"\n{MIN}"));
+    assert_eq!(e.key, "routes", "{e}");
+    assert!(e.message.contains("store = \"static\""), "{e}");
+    let e = err(&format!(
+        "paths = \"standard\"\n{MIN}\n[routes]\ncache_ttl = \"5s\""
+    ));
+    assert_eq!(e.key, "routes.store", "{e}");
+    // No path rules: the defaults no longer apply silently.
+    let e = err(&format!("{MIN}\n[routes]\nstore = \"static\""));
+    assert_eq!(e.key, "paths", "{e}");
+    assert!(e.message.contains("paths = \"standard\""), "{e}");
+    let e = err(&format!(
+        "paths = \"defaults\"\n{MIN}\n[routes]\nstore = \"static\""
+    ));
+    assert_eq!(e.key, "paths", "{e}");
+    // Said explicitly: fine. An empty static store, static entries without `store`, the
+    // standard rules.
+    let c = Config::from_toml(&with(""), "t.toml").unwrap();
+    assert!(matches!(&c.routes.store, RouteStore::Static(r) if r.is_empty()));
+    assert_eq!(c.paths.len(), 3);
+    let c = Config::from_toml(
+        &with("[[routes.static]]\nlabel = \"a\"\naddress = \"127.0.0.1\""),
+        "t.toml",
+    )
+    .unwrap();
+    assert!(matches!(&c.routes.store, RouteStore::Static(r) if r.len() == 1));
 }

@@ -38,7 +38,7 @@ impl Router {
             .map(|u| format!("[redis]\nurl = \"{u}\"\nkey_prefix = \"t\"\n"))
             .unwrap_or_default();
         let toml = format!(
-            "domain = \"{DOMAIN}\"\n[server]\nthreads = 1\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
+            "paths = \"standard\"\ndomain = \"{DOMAIN}\"\n[server]\nthreads = 1\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n\
              [listeners.https]\naddress = \"{https}\"\n[ops]\naddress = \"{ops}\"\n[tls]\nsource = \"acme\"\n\
              [[routes.static]]\nlabel = \"alice\"\naddress = \"127.0.0.1\"\n{redis}\n{acme_toml}"
         );

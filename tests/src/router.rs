@@ -301,6 +301,10 @@ impl EdgeConfig {
     pub fn to_toml(&self) -> String {
         let mut t = String::new();
         // `write!` into a String cannot fail.
+        if self.paths.is_empty() {
+            // A top-level key: before the first table.
+            let _ = writeln!(t, "paths = \"standard\"");
+        }
         let _ = writeln!(t, "domain = {}\n", toml_str(&self.domain));
         let _ = writeln!(
             t,

@@ -388,3 +388,33 @@ fn check_opens_the_certificate_files() {
     );
     assert_rejected(&toml, &["`tls.cert`", "cert.pem"]);
 }
+
+/// Without `[routes]` every request would be a silent 404, and without `[[paths]]` the defaults
+/// applied silently: both must be written (`store = "static"` with no routes, or
+/// `paths = "standard"`, are fine when written).
+#[test]
+fn missing_routes_or_paths_are_refused() {
+    let toml = base().to_toml();
+    let start = toml.find("[routes]\n").expect("a [routes] table");
+    let end = toml[start..]
+        .find("\n\n")
+        .map(|i| start + i)
+        .expect("the end of [routes]");
+    let without_routes = format!("{}{}", &toml[..start], &toml[end..]);
+    // The static entries say "static" by themselves; drop them too.
+    let without_routes: String = without_routes
+        .split("\n\n")
+        .filter(|block| !block.trim_start().starts_with("[[routes.static]]"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    assert_rejected(&without_routes, &["routes", "store = \"static\""]);
+
+    let mut cfg = EdgeConfig::new();
+    cfg.paths.clear();
+    let with_standard = cfg.to_toml();
+    assert!(with_standard.contains("paths = \"standard\""));
+    let (out, _dir) = check_toml(&with_standard);
+    assert!(out.status.success(), "{}", out.describe());
+    let without_paths = mutate(&with_standard, "paths = \"standard\"\n", "");
+    assert_rejected(&without_paths, &["paths", "paths = \"standard\""]);
+}
