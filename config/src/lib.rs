@@ -258,6 +258,8 @@ pub struct Log {
     pub format: LogFormat,
     pub level: String,
     pub access: bool,
+    /// The access log carries the request path (never the query).
+    pub paths: bool,
 }
 
 /// `/tmp/hubify-edge-upgrade-<ports>.sock`: the same for every process started on the same
@@ -607,6 +609,7 @@ impl Validator<'_> {
             format: raw.log.format.unwrap_or_default(),
             level,
             access: raw.log.access.unwrap_or(true),
+            paths: raw.log.paths.unwrap_or(true),
         };
 
         Ok(Config {

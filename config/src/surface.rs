@@ -319,4 +319,6 @@ pub struct Log {
     pub level: Option<String>,
     /// One access-log line per request (default on).
     pub access: Option<bool>,
+    /// The access log carries the request path (default on; never the query).
+    pub paths: Option<bool>,
 }

@@ -4,7 +4,6 @@
 //! does not serve (with `server.fast_path = false`, everything) to Pingora's proxy (`proxy.rs`)
 //! one request or stream at a time. Nothing else imports an engine.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,30 +15,9 @@ use pingora_proxy::HttpProxy;
 
 use crate::front::{Front, FrontSlot};
 use crate::proxy::EdgeProxy;
-use crate::tls::Sni;
 
 /// How long one write to the client may block (nginx's `send_timeout`).
 pub(crate) const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The connection facts every request needs, read once.
-pub(crate) struct ConnInfo {
-    pub peer: Option<IpAddr>,
-    pub sni: Option<String>,
-}
-
-impl ConnInfo {
-    /// The client's address and the TLS server name of `io`'s connection.
-    pub fn of(io: &Stream) -> ConnInfo {
-        ConnInfo {
-            peer: io
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
-            sni: io
-                .get_ssl_digest()
-                .and_then(|d| d.extension.get::<Sni>().map(|s| s.0.clone())),
-        }
-    }
-}
 
 /// A listener's application: the router's own HTTP/1 and HTTP/2 loops, with Pingora's proxy
 /// for what they hand over.

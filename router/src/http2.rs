@@ -36,14 +36,14 @@ use pingora_http::ResponseHeader;
 use tokio::net::TcpStream;
 
 use crate::conn::EdgeApp;
-use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
+use crate::conn::CLIENT_WRITE_TIMEOUT;
 use crate::front::own_head;
 use crate::front::view::PingoraRequest;
 use crate::front::{
-    redirect_headers, replay_headers, Answer, Done, Front, Notes, Page, Plan, RequestView, Served,
-    Stamp, X_REQUEST_ID,
+    redirect_headers, replay_headers, Answer, ConnInfo, Done, Front, Notes, Page, Plan,
+    RequestView, Served, Stamp, X_REQUEST_ID,
 };
-use crate::metrics::{self, Outcome, UpstreamErrorKind};
+use crate::metrics::{self, ClientError, Outcome, UpstreamErrorKind};
 use crate::pages;
 use crate::request_id;
 use crate::shutdown::InFlight;
@@ -187,7 +187,7 @@ async fn stream(
     };
     let request_id = request_id::header_value_from(req.header(&X_REQUEST_ID));
     let mut notes = Notes::default();
-    let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    let answer = front.route(&req, info, &mut notes).await;
     let client = front.client_ip(&req, info.peer);
     let json = pages::prefers_json(req.header(&http::header::ACCEPT));
     let method = req.req.method.clone();
@@ -221,7 +221,7 @@ async fn stream(
         Answer::Forward(_) if reset_by_client(&mut s) => {
             // Reset while it was routed: nothing goes upstream (rapid reset).
             done.outcome = Outcome::Error;
-            done.error = "ConnectionClosed";
+            done.error = Some(ClientError::Closed.as_str());
             reset = true;
         }
         Answer::Forward(plan) => {
@@ -260,7 +260,7 @@ fn write_head(
         Ok(()) => true,
         Err(e) => {
             tracing::debug!(error = %e, "HTTP/2 response head not sent");
-            done.error = "WriteError";
+            done.error = Some(ClientError::WriteError.as_str());
             false
         }
     }
@@ -276,7 +276,7 @@ async fn write_body(s: &mut HttpSession, data: Bytes, end: bool, done: &mut Done
         }
         Err(e) => {
             tracing::debug!(error = %e, "HTTP/2 response body not sent");
-            done.error = "WriteError";
+            done.error = Some(ClientError::WriteError.as_str());
             false
         }
     }

@@ -418,6 +418,40 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// What went wrong on the client's side of a request, for the access log's `error`
+    /// (upstream failures are named by [`UpstreamErrorKind`]).
+    pub enum ClientError {
+        Closed => "client_closed",
+        ReadError => "client_read_error",
+        WriteError => "client_write_error",
+        ReadTimeout => "client_read_timeout",
+        WriteTimeout => "client_write_timeout",
+        /// A request Pingora's engine refused while reading it.
+        BadRequest => "client_bad_request",
+        Internal => "internal",
+    }
+}
+
+/// The access log's name of a Pingora error: the [`UpstreamErrorKind`] of upstream failures (as
+/// in `hubify_upstream_errors_total`), else a [`ClientError`].
+pub fn error_name(e: &pingora_error::Error) -> &'static str {
+    use pingora_error::{ErrorSource, ErrorType::*};
+    if let Some(kind) = UpstreamErrorKind::of(e) {
+        return kind.as_str();
+    }
+    let client = match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, ConnectionClosed) => ClientError::Closed,
+        (ErrorSource::Downstream, ReadError) => ClientError::ReadError,
+        (ErrorSource::Downstream, WriteError) => ClientError::WriteError,
+        (ErrorSource::Downstream, ReadTimedout) => ClientError::ReadTimeout,
+        (ErrorSource::Downstream, WriteTimedout) => ClientError::WriteTimeout,
+        (ErrorSource::Downstream, _) => ClientError::BadRequest,
+        _ => ClientError::Internal,
+    };
+    client.as_str()
+}
+
 impl UpstreamErrorKind {
     /// The kind of a Pingora error, or `None` when it is not about the upstream (the client
     /// went away, an internal error).

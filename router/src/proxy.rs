@@ -25,14 +25,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::front::{
-    own_head, redirect_headers, replay_headers, rewrite, Answer, Finished, Front, FrontSlot, Notes,
-    Page, Plan, Redirect, X_REQUEST_ID,
+    own_head, redirect_headers, replay_headers, rewrite, Answer, ConnInfo, Finished, Front,
+    FrontSlot, Notes, Page, Plan, Redirect, X_REQUEST_ID,
 };
 use crate::metrics::{self, Outcome};
 use crate::pages;
 use crate::request_id;
 use crate::shutdown::InFlight;
-use crate::tls::Sni;
 
 use crate::front::view::PingoraRequest;
 pub use crate::front::Shared;
@@ -177,15 +176,13 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id::header_value(session.req_header().headers.get(&X_REQUEST_ID));
-        let sni = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<Sni>())
-            .map(|s| s.0.clone());
-        let answer = ctx
-            .front
-            .route(&view(session), sni.as_deref(), &mut ctx.notes)
-            .await;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
+        let info = ConnInfo::with_tls(peer, ssl);
+        let answer = ctx.front.route(&view(session), &info, &mut ctx.notes).await;
         match answer {
             Answer::Page(p) => self.respond(session, ctx, &p).await,
             Answer::Redirect(r) => self.redirect(session, ctx, r).await,
@@ -401,9 +398,8 @@ impl ProxyHttp for EdgeProxy {
         ctx.front.finish(&Finished {
             request_id: request_id::as_str(&ctx.request_id),
             method: session.req_header().method.as_str(),
-            label: ctx.notes.label.as_deref(),
+            notes: &ctx.notes,
             outcome: ctx.outcome,
-            rule: ctx.notes.rule,
             status,
             elapsed: ctx.start.elapsed(),
             timed: !upgraded,
@@ -411,8 +407,7 @@ impl ProxyHttp for EdgeProxy {
             bytes_sent: session.body_bytes_sent(),
             bytes_received: session.body_bytes_read(),
             client: self.client_ip(session, ctx),
-            error: e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            auth: ctx.notes.auth.as_ref(),
+            error: e.map(metrics::error_name),
         });
     }
 }

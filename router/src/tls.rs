@@ -23,9 +23,13 @@ use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use rustls::ServerConfig;
 
-/// The server name the client sent in its TLS ClientHello, lower case without a trailing dot.
+/// What a completed handshake said: the server name the client sent in its ClientHello (lower
+/// case without a trailing dot) and the protocol version.
 #[derive(Debug, Clone)]
-pub struct Sni(pub String);
+pub struct Handshake {
+    pub sni: Option<String>,
+    pub version: crate::metrics::TlsVersion,
+}
 
 struct SniCapture;
 
@@ -37,13 +41,12 @@ impl TlsAccept for SniCapture {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         // Called once per completed handshake; failures and timeouts are counted by the
         // accept loop (`listen.rs`).
-        crate::metrics::tls_handshake(
-            crate::metrics::HandshakeResult::Ok,
-            crate::metrics::TlsVersion::of(tls.version()),
-        );
-        let name = tls.server_name()?;
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        Some(Arc::new(Sni(name)))
+        let version = crate::metrics::TlsVersion::of(tls.version());
+        crate::metrics::tls_handshake(crate::metrics::HandshakeResult::Ok, version);
+        let sni = tls
+            .server_name()
+            .map(|name| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase());
+        Some(Arc::new(Handshake { sni, version }))
     }
 }
 

@@ -476,10 +476,11 @@ port = {gw}
     let host = format!("alice.{DOMAIN}");
     // Secrets a client sends that must never reach the log.
     let secrets =
-        "Cookie: session=cookie-secret-1234\r\nAuthorization: Bearer auth-secret-5678\r\n";
+        "Cookie: session=cookie-secret-1234\r\nAuthorization: Bearer auth-secret-5678\r\n\
+                   User-Agent: probe/1.0\r\n";
     for _ in 0..3 {
         assert_eq!(
-            http_get(router.http, &host, "/", secrets).await,
+            http_get(router.http, &host, "/?t=query-secret-9999", secrets).await,
             (200, "gateway".into())
         );
     }
@@ -543,7 +544,8 @@ port = {gw}
     let m = router
         .metrics_when("nine requests counted and the TLS failure seen", |m| {
             m.sum("hubify_requests_total{") >= 9.0
-                && m.get(r#"hubify_tls_handshakes_total{result="error"}"#) >= Some(1.0)
+                && m.get(r#"hubify_tls_handshakes_total{result="error",version="none"}"#)
+                    >= Some(1.0)
         })
         .await;
     let requests = |listener: &str, outcome: &str, rule: &str, class: &str| {
@@ -597,9 +599,23 @@ port = {gw}
     // The static store has no cache.
     m.assert_line("hubify_route_cache_hits_total", 0.0);
 
-    m.assert_line(r#"hubify_tls_handshakes_total{result="ok"}"#, 2.0);
-    m.assert_line(r#"hubify_tls_handshakes_total{result="error"}"#, 1.0);
-    m.assert_line(r#"hubify_tls_handshakes_total{result="timeout"}"#, 0.0);
+    // By the version agreed (none when the handshake failed).
+    m.assert_line(
+        r#"hubify_tls_handshakes_total{result="ok",version="1.3"}"#,
+        2.0,
+    );
+    m.assert_line(
+        r#"hubify_tls_handshakes_total{result="ok",version="1.2"}"#,
+        0.0,
+    );
+    m.assert_line(
+        r#"hubify_tls_handshakes_total{result="error",version="none"}"#,
+        1.0,
+    );
+    m.assert_line(
+        r#"hubify_tls_handshakes_total{result="timeout",version="none"}"#,
+        0.0,
+    );
 
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -724,6 +740,12 @@ port = {gw}
         "bytes_received",
         "client",
         "error",
+        "host",
+        "path",
+        "protocol",
+        "tls_version",
+        "user_agent",
+        "auth",
     ] {
         for a in &access {
             assert!(a.get(field).is_some(), "access line without {field}: {a}");
@@ -741,6 +763,19 @@ port = {gw}
         assert_eq!(a["client"], "127.0.0.1");
         assert_eq!(a["bytes_sent"], 7);
         assert_eq!(a["request_id"].as_str().map(str::len), Some(32), "{a}");
+        assert_eq!(a["host"], host, "{a}");
+        // The path without its query (which may carry a token).
+        assert_eq!(a["path"], "/", "{a}");
+        assert_eq!(a["protocol"], "HTTP/1.1", "{a}");
+        // Missing values are null, not "-".
+        assert!(a["error"].is_null() && a["auth"].is_null(), "{a}");
+        if a["listener"] == "https" {
+            assert_eq!(a["tls_version"], "1.3", "{a}");
+            assert!(a["user_agent"].is_null(), "{a}");
+        } else {
+            assert!(a["tls_version"].is_null(), "{a}");
+            assert_eq!(a["user_agent"], "probe/1.0", "{a}");
+        }
     }
     assert_eq!(
         forwarded
@@ -756,13 +791,15 @@ port = {gw}
     assert_eq!(not_found["label"], "bob");
     assert_eq!(not_found["outcome"], "not_found");
     assert_eq!(not_found["rule"], "none");
-    assert_eq!(not_found["upstream"], "-");
+    assert!(not_found["upstream"].is_null(), "{not_found}");
     let dead = access
         .iter()
         .find(|a| a["status"] == 502)
         .expect("502 line");
     assert_eq!(dead["rule"], "dead");
-    assert_eq!(dead["error"], "ConnectRefused");
+    // As in hubify_upstream_errors_total{kind}.
+    assert_eq!(dead["error"], "connect_refused");
+    assert_eq!(dead["path"], "/dead/x");
     assert_eq!(dead["upstream"], format!("127.0.0.1:{closed}"));
     let ws_line = access
         .iter()
@@ -771,7 +808,11 @@ port = {gw}
     assert_eq!(ws_line["rule"], "terminal");
     assert_eq!(ws_line["upstream"], ws.to_string());
 
-    for secret in ["cookie-secret-1234", "auth-secret-5678"] {
+    for secret in [
+        "cookie-secret-1234",
+        "auth-secret-5678",
+        "query-secret-9999",
+    ] {
         assert!(
             !stdout.contains(secret),
             "{secret} reached the log:\n{stdout}"

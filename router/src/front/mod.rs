@@ -20,8 +20,9 @@ use crate::decide::{
 };
 use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
-use crate::metrics::{self, AuthResult, Outcome, RequestMetrics};
+use crate::metrics::{self, AuthResult, Outcome, RequestMetrics, TlsVersion};
 use crate::routes::{Lookup, RouteStore};
+use crate::tls::Handshake;
 
 pub mod rewrite;
 pub mod view;
@@ -93,6 +94,39 @@ pub trait RequestView {
     /// The client's protocol splits cookies into several fields (HTTP/2): the upstream head then
     /// always gets them joined into one.
     fn splits_cookies(&self) -> bool;
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    fn protocol(&self) -> &'static str;
+}
+
+/// The connection facts every request needs, read once.
+pub struct ConnInfo {
+    pub peer: Option<IpAddr>,
+    pub sni: Option<String>,
+    /// The TLS version (`None` on plain connections).
+    pub tls: Option<TlsVersion>,
+}
+
+impl ConnInfo {
+    /// The client's address, the TLS server name and version of `io`'s connection.
+    pub fn of(io: &pingora_core::protocols::Stream) -> ConnInfo {
+        let peer = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        ConnInfo::with_tls(peer, io.get_ssl_digest().as_deref())
+    }
+
+    /// The facts of a connection whose TLS handshake (if any) is `ssl`.
+    pub fn with_tls(
+        peer: Option<IpAddr>,
+        ssl: Option<&pingora_core::protocols::tls::SslDigest>,
+    ) -> ConnInfo {
+        let handshake = ssl.and_then(|d| d.extension.get::<Handshake>());
+        ConnInfo {
+            peer,
+            sni: handshake.and_then(|h| h.sni.clone()),
+            tls: ssl.map(|_| handshake.map_or(TlsVersion::None, |h| h.version)),
+        }
+    }
 }
 
 /// Where a forwarded request goes.
@@ -327,12 +361,49 @@ impl Answer {
 /// What routing learnt about a request besides the answer.
 #[derive(Debug, Default)]
 pub struct Notes {
-    /// The workspace label, kept only when the access log is on.
+    /// The workspace label, kept only when the access log is on (as the fields below).
     pub label: Option<String>,
+    /// The host the request named, as sent (at most [`LOGGED_MAX`] bytes).
+    pub host: Option<String>,
+    /// The path without the query (`[log] paths`; at most [`LOGGED_MAX`] bytes).
+    pub path: Option<String>,
+    /// `User-Agent` (at most [`USER_AGENT_MAX`] bytes).
+    pub user_agent: Option<String>,
+    pub protocol: Option<&'static str>,
+    pub tls: Option<TlsVersion>,
     /// The matched path rule.
     pub rule: Option<usize>,
     /// The access step's result and the user (protected rules only), for the access log.
     pub auth: Option<(metrics::AuthResult, Option<String>)>,
+}
+
+/// The longest host and path the access log keeps.
+pub const LOGGED_MAX: usize = 1024;
+/// The longest `User-Agent` the access log keeps.
+pub const USER_AGENT_MAX: usize = 256;
+
+/// `s`, cut to at most `max` bytes at a character boundary.
+fn truncated(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Notes what the access log says of a request (the access log is on).
+fn note(req: &impl RequestView, info: &ConnInfo, paths: bool, notes: &mut Notes) {
+    notes.host = req.host().ok().flatten().map(|h| truncated(h, LOGGED_MAX));
+    if paths {
+        let target = req.path_and_query();
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        notes.path = Some(truncated(path, LOGGED_MAX));
+    }
+    notes.user_agent = req
+        .header(&http::header::USER_AGENT)
+        .map(|ua| truncated(&String::from_utf8_lossy(ua), USER_AGENT_MAX));
+    notes.protocol = Some(req.protocol());
+    notes.tls = info.tls;
 }
 
 /// The detail of the page for an upstream failure answered with `status`.
@@ -480,10 +551,14 @@ impl Front {
     pub async fn route(
         &self,
         req: &impl RequestView,
-        sni: Option<&str>,
+        info: &ConnInfo,
         notes: &mut Notes,
     ) -> Answer {
         let config = &self.shared.config;
+        let sni = info.sni.as_deref();
+        if config.log.access {
+            note(req, info, config.log.paths, notes);
+        }
         let raw_host = match req.host() {
             Ok(Some(h)) => h,
             Ok(None) => return Answer::page(400, Outcome::BadRequest, "The request has no Host."),
@@ -829,8 +904,9 @@ pub struct Done {
     pub bytes_sent: usize,
     /// HTTP/1: the connection closes after this response.
     pub close: bool,
-    /// What failed, for the access log (Pingora's error type names).
-    pub error: &'static str,
+    /// What failed, for the access log: an `UpstreamErrorKind` name as in
+    /// `hubify_upstream_errors_total`, or a [`ClientError`] name.
+    pub error: Option<&'static str>,
 }
 
 impl Done {
@@ -841,7 +917,7 @@ impl Done {
             status: 0,
             bytes_sent: 0,
             close,
-            error: "-",
+            error: None,
         }
     }
 }
@@ -860,9 +936,9 @@ pub struct Served<'a> {
 pub struct Finished<'a> {
     pub request_id: &'a str,
     pub method: &'a str,
-    pub label: Option<&'a str>,
+    /// What the policy noted while routing (label, rule, access, the access log's fields).
+    pub notes: &'a Notes,
     pub outcome: Outcome,
-    pub rule: Option<usize>,
     pub status: u16,
     pub elapsed: Duration,
     /// `false` for an upgraded session (counted, not timed).
@@ -871,9 +947,7 @@ pub struct Finished<'a> {
     pub bytes_sent: usize,
     pub bytes_received: usize,
     pub client: Option<IpAddr>,
-    pub error: &'a str,
-    /// The access step's result and user (protected rules).
-    pub auth: Option<&'a (AuthResult, Option<String>)>,
+    pub error: Option<&'a str>,
 }
 
 impl Front {
@@ -882,9 +956,8 @@ impl Front {
         self.finish(&Finished {
             request_id: s.request_id,
             method: s.method,
-            label: s.notes.label.as_deref(),
+            notes: s.notes,
             outcome: d.outcome,
-            rule: s.notes.rule,
             status: d.status,
             elapsed: s.start.elapsed(),
             timed: true,
@@ -893,66 +966,60 @@ impl Front {
             bytes_received: 0,
             client: s.client,
             error: d.error,
-            auth: s.notes.auth.as_ref(),
         });
     }
 
     /// Counts a finished request and writes its access-log line (when the access log is on).
     pub fn finish(&self, f: &Finished<'_>) {
+        let n = f.notes;
         self.metrics
-            .request(f.outcome, f.rule, f.status, f.timed.then_some(f.elapsed));
+            .request(f.outcome, n.rule, f.status, f.timed.then_some(f.elapsed));
         if !self.shared.config.log.access {
             return;
         }
-        let rule = f
+        let rule = n
             .rule
             .and_then(|i| self.shared.config.paths.get(i))
             .map(|r| r.name.as_str())
             .unwrap_or(metrics::NO_RULE);
-        // Never headers (cookies, authorization) nor the path: only what identifies the request.
+        // Never cookies, credentials or the query (it may carry a token). A value the request
+        // does not have is left out: absent in text, `null` in JSON (`logging.rs`). Field names:
+        // docs/http.md, beside ECS's and OpenTelemetry's.
         tracing::info!(
             target: "access",
             request_id = f.request_id,
             listener = self.scheme,
+            protocol = n.protocol,
+            tls_version = n.tls.map(TlsVersion::as_str),
             method = f.method,
-            label = f.label.unwrap_or("-"),
+            host = n.host.as_deref(),
+            path = n.path.as_deref(),
+            label = n.label.as_deref(),
             outcome = f.outcome.as_str(),
             rule,
             status = f.status,
             duration_ms = f.elapsed.as_secs_f64() * 1000.0,
-            upstream = %OrDash(f.upstream),
+            upstream = f.upstream.map(tracing::field::display),
             bytes_sent = f.bytes_sent,
             bytes_received = f.bytes_received,
-            client = %OrDash(f.client),
+            client = f.client.map(tracing::field::display),
+            user_agent = n.user_agent.as_deref(),
             error = f.error,
-            auth = %AuthField(f.auth),
+            auth = n.auth.as_ref().map(|a| tracing::field::display(AuthField(a))),
             "request"
         );
     }
 }
 
-/// The access log's `auth`: `-` on public rules, else the result and, when known, the user
+/// The access log's `auth` on protected rules: the result and, when known, the user
 /// (`ok:alice`); never the token.
-struct AuthField<'a>(Option<&'a (AuthResult, Option<String>)>);
+struct AuthField<'a>(&'a (AuthResult, Option<String>));
 
 impl std::fmt::Display for AuthField<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            None => f.write_str("-"),
-            Some((r, None)) => f.write_str(r.as_str()),
-            Some((r, Some(user))) => write!(f, "{}:{user}", r.as_str()),
-        }
-    }
-}
-
-/// `Display` of an optional value: the value, or `-`.
-struct OrDash<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => f.write_str("-"),
+            (r, None) => f.write_str(r.as_str()),
+            (r, Some(user)) => write!(f, "{}:{user}", r.as_str()),
         }
     }
 }

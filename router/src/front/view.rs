@@ -44,6 +44,14 @@ impl RequestView for PingoraRequest<'_> {
     fn splits_cookies(&self) -> bool {
         self.req.version == http::Version::HTTP_2
     }
+    fn protocol(&self) -> &'static str {
+        match self.req.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_09 => "HTTP/0.9",
+            _ => "HTTP/1.1",
+        }
+    }
 }
 
 /// The host the request names: the URI authority (HTTP/2 `:authority`, HTTP/1 absolute form)

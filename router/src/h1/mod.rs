@@ -27,13 +27,13 @@ use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::conn::{ConnInfo, CLIENT_WRITE_TIMEOUT};
+use crate::conn::CLIENT_WRITE_TIMEOUT;
 use crate::front::rewrite::ConnectionTokens;
 use crate::front::{
-    redirect_headers, replay_headers, Answer, BadHost, Done, Front, FrontSlot, Notes, Page, Plan,
-    PutHeader, RequestView, Served, Stamp,
+    redirect_headers, replay_headers, Answer, BadHost, ConnInfo, Done, Front, FrontSlot, Notes,
+    Page, Plan, PutHeader, RequestView, Served, Stamp,
 };
-use crate::metrics::{self, Outcome, UpstreamErrorKind};
+use crate::metrics::{self, ClientError, Outcome, UpstreamErrorKind};
 use crate::pages;
 use crate::proxy::EdgeProxy;
 use crate::request_id;
@@ -318,6 +318,10 @@ impl RequestView for H1Request<'_> {
     fn splits_cookies(&self) -> bool {
         false
     }
+    fn protocol(&self) -> &'static str {
+        // The fast path takes HTTP/1.1 heads only.
+        "HTTP/1.1"
+    }
 }
 
 /// Text as `HeaderValue::to_str` accepts it: visible ASCII, space and tab.
@@ -369,7 +373,7 @@ async fn request(
     let rid = stamp.rid();
     let close = req.conn.close || closing;
     let mut notes = Notes::default();
-    let answer = front.route(&req, info.sni.as_deref(), &mut notes).await;
+    let answer = front.route(&req, info, &mut notes).await;
     // For X-Forwarded-For and the access log.
     let client = front.client_ip(&req, info.peer);
     let head_only = req.method == "HEAD";
@@ -484,7 +488,7 @@ async fn send(io: &mut Stream, bytes: &[u8], done: &mut Done) -> bool {
         Ok(Ok(())) => true,
         _ => {
             done.close = true;
-            done.error = "WriteError";
+            done.error = Some(ClientError::WriteError.as_str());
             false
         }
     }

@@ -219,21 +219,9 @@ pub(crate) async fn read_response_head<R>(
     }
 }
 
-/// The access log's name for a failure: Pingora's error type names, so both engines log alike.
-pub(crate) fn error_name(kind: UpstreamErrorKind) -> &'static str {
-    match kind {
-        UpstreamErrorKind::ConnectRefused => "ConnectRefused",
-        UpstreamErrorKind::ConnectTimeout => "ConnectTimedout",
-        UpstreamErrorKind::ConnectError => "ConnectError",
-        UpstreamErrorKind::Tls => "TLSHandshakeFailure",
-        UpstreamErrorKind::ReadTimeout => "ReadTimedout",
-        UpstreamErrorKind::WriteTimeout => "WriteTimedout",
-        UpstreamErrorKind::Closed => "ConnectionClosed",
-        UpstreamErrorKind::ReadError => "ReadError",
-        UpstreamErrorKind::WriteError => "WriteError",
-        UpstreamErrorKind::InvalidResponse => "InvalidHTTPHeader",
-        UpstreamErrorKind::Other => "UnknownError",
-    }
+/// The access log's name for an upstream failure: its name in `hubify_upstream_errors_total`.
+pub(crate) fn error_name(kind: UpstreamErrorKind) -> Option<&'static str> {
+    Some(kind.as_str())
 }
 
 /// Appends `name: value\r\n`.
