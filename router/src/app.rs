@@ -270,7 +270,8 @@ pub fn build(
         if let Some(l) = &listeners.redirect {
             serving.push(("listener_redirect", l.address));
         }
-        let app = OpsApp::new(shared.clone(), certs.clone(), serving);
+        let current = slots.first().map(|(_, slot)| slot.clone());
+        let app = OpsApp::new(shared.clone(), current, certs.clone(), serving);
         let mut svc = Service::new("ops".to_string(), HttpServer::new_app(app));
         svc.add_tcp(&addr.to_string());
         tracing::info!(address = %addr, "ops listener");

@@ -6,6 +6,12 @@
 //!   configured address (see [`crate::bound`]); once all are seen bound the check is not repeated;
 //! - `certificate`: the TLS listener has at least one certificate loaded;
 //! - `route_store`: the route store can answer (reachable, or its cache warm).
+//!
+//! A replica's own view of a workspace's route: `GET /routes/<label>` answers what this process
+//! holds (JSON: `label`, `store`, `state`, `answer`, `record`, `detail`, `age_seconds`; 404 when
+//! nothing is cached), and `POST /routes/<label>/purge` drops the cached entry so that the next
+//! request reads the store (JSON `{"label", "purged"}`; 409 for static routes, which come from
+//! the file).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,10 +23,16 @@ use hubify_edge_acme::CertResolver;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use serde_json::json;
+
+use crate::front::FrontSlot;
 use crate::proxy::Shared;
+use crate::routes::RouteStore;
 
 pub struct OpsApp {
     pub shared: Arc<Shared>,
+    /// A listener's current configuration (reloads replace it), for the route views.
+    pub current: Option<Arc<FrontSlot>>,
     /// The TLS listener's certificates, when there is a TLS listener.
     pub certs: Option<Arc<CertResolver>>,
     /// The serving listeners, by check name (`listener_https`, …).
@@ -32,11 +44,13 @@ pub struct OpsApp {
 impl OpsApp {
     pub fn new(
         shared: Arc<Shared>,
+        current: Option<Arc<FrontSlot>>,
         certs: Option<Arc<CertResolver>>,
         listeners: Vec<(&'static str, SocketAddr)>,
     ) -> OpsApp {
         OpsApp {
             shared,
+            current,
             certs,
             listeners,
             all_bound: AtomicBool::new(false),
@@ -69,6 +83,63 @@ impl OpsApp {
         failing
     }
 
+    /// The route store in force (the one of the last configuration loaded).
+    fn routes(&self) -> Arc<RouteStore> {
+        match &self.current {
+            Some(slot) => slot.load().shared.routes.clone(),
+            None => self.shared.routes.clone(),
+        }
+    }
+
+    /// `GET /routes/<label>` and `POST /routes/<label>/purge`.
+    fn route_view(&self, method: &http::Method, rest: &str) -> Response<Vec<u8>> {
+        let (label, purge) = match rest.strip_suffix("/purge") {
+            Some(label) => (label, true),
+            None => (rest, false),
+        };
+        if !hubify_edge_config::is_valid_label(label) {
+            let body = json!({"error": "not a workspace label (one lower-case DNS label)"});
+            return text(400, JSON, body.to_string());
+        }
+        let wanted = if purge {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
+        if method != wanted {
+            let body = json!({"error": format!("use {wanted}")});
+            let mut resp = text(405, JSON, body.to_string());
+            if let Ok(v) = http::HeaderValue::from_str(wanted.as_str()) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return resp;
+        }
+        let routes = self.routes();
+        if purge {
+            return match routes.purge(label) {
+                Some(purged) => {
+                    tracing::info!(%label, purged, "route cache entry purged (ops)");
+                    text(200, JSON, json!({"label": label, "purged": purged}).to_string())
+                }
+                None => text(
+                    409,
+                    JSON,
+                    json!({"error": "static routes come from the configuration file; nothing is cached"})
+                        .to_string(),
+                ),
+            };
+        }
+        match routes.inspect(label) {
+            Some(view) => text(200, JSON, view.to_string()),
+            None => text(
+                404,
+                JSON,
+                json!({"label": label, "error": "nothing cached for this label on this replica"})
+                    .to_string(),
+            ),
+        }
+    }
+
     /// The `/metrics` page; gauges read from other components are refreshed first.
     pub fn metrics(&self) -> String {
         if let Some(certs) = &self.certs {
@@ -90,11 +161,16 @@ fn text(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 #[async_trait]
 impl ServeHttp for OpsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        match session.req_header().uri.path() {
+        let path = session.req_header().uri.path();
+        if let Some(rest) = path.strip_prefix("/routes/") {
+            return self.route_view(&session.req_header().method, rest);
+        }
+        match path {
             "/healthz" => text(200, PLAIN, "ok\n".into()),
             "/readyz" => {
                 let failing = self.failing_checks();
@@ -108,7 +184,7 @@ impl ServeHttp for OpsApp {
             _ => text(
                 404,
                 PLAIN,
-                "not found: try /metrics, /healthz or /readyz\n".into(),
+                "not found: try /metrics, /healthz, /readyz or /routes/<label>\n".into(),
             ),
         }
     }

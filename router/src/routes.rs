@@ -83,6 +83,48 @@ impl RouteStore {
         }
     }
 
+    /// What this replica holds for `label`, as JSON for the ops listener: `None` when nothing is
+    /// known (not cached, or not a static route).
+    pub fn inspect(&self, label: &str) -> Option<serde_json::Value> {
+        use serde_json::json;
+        match &self.kind {
+            Kind::Static(map) => map.get(label).map(|r| {
+                json!({"label": label, "store": "static", "state": "static", "answer": "found",
+                       "record": record_json(r), "age_seconds": null})
+            }),
+            Kind::Cached(store) => {
+                let now = tokio::time::Instant::now().into_std();
+                let e = store.cache().entry(label, now)?;
+                let (answer, record, detail) = match &e.value {
+                    cache::Cached::Found(r) => ("found", record_json(r), None),
+                    cache::Cached::NotFound => ("not_found", serde_json::Value::Null, None),
+                    cache::Cached::Invalid(why) => {
+                        ("invalid", serde_json::Value::Null, Some(why.to_string()))
+                    }
+                };
+                Some(json!({"label": label, "store": "redis", "state": e.state,
+                            "answer": answer, "record": record, "detail": detail,
+                            "age_seconds": e.age.as_secs_f64()}))
+            }
+        }
+    }
+
+    /// Drops what this replica caches for `label` (the next request reads the store). `None`
+    /// for static routes (they come from the file); else whether an entry was cached.
+    pub fn purge(&self, label: &str) -> Option<bool> {
+        match &self.kind {
+            Kind::Static(_) => None,
+            Kind::Cached(store) => {
+                let cached = store
+                    .cache()
+                    .entry(label, std::time::Instant::now())
+                    .is_some();
+                store.invalidate(label);
+                Some(cached)
+            }
+        }
+    }
+
     /// True when the store can answer: always for static routes; for Redis, when Redis is
     /// reachable or the cache has routes to serve.
     pub fn is_ready(&self) -> bool {
@@ -91,4 +133,15 @@ impl RouteStore {
             Kind::Cached(store) => store.is_ready(),
         }
     }
+}
+
+/// A route record as JSON (the fields of docs/routes.md; absent ones `null`).
+fn record_json(r: &Route) -> serde_json::Value {
+    serde_json::json!({
+        "app": r.app.as_deref(),
+        "machine_id": r.machine_id.as_deref(),
+        "region": r.region.as_deref(),
+        "address": r.address.map(|a| a.to_string()),
+        "auth_epoch": r.auth_epoch,
+    })
 }

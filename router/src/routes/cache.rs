@@ -69,6 +69,18 @@ pub enum Probe {
     Miss,
 }
 
+/// What the cache holds for a label, for an operator (`GET /routes/<label>` on the ops listener).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Cached,
+    /// Since the store was read.
+    pub age: Duration,
+    /// `fresh`, `expired` (served while re-read), `stale` (events may have been missed: re-read
+    /// before serving), `backoff` (a re-read failed: served stale until the retry time), or
+    /// `unusable` (past `max_stale`, or a negative entry past its TTL: read again).
+    pub state: &'static str,
+}
+
 /// TTL settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Ttls {
@@ -79,6 +91,8 @@ pub struct Ttls {
 
 struct Slot {
     value: Cached,
+    /// When the store was read for it.
+    read_at: Instant,
     fresh_until: Instant,
     /// Past this, not even a fallback (equals `fresh_until` for negative entries).
     stale_until: Instant,
@@ -255,6 +269,29 @@ impl RouteCache {
         }
     }
 
+    /// What is cached for `label` at `now`, for inspection (no side effect on eviction).
+    pub fn entry(&self, label: &str, now: Instant) -> Option<Entry> {
+        let shard = self.shard(label).inner.read();
+        let slot = shard.map.get(&Query(label))?;
+        let current = slot.epoch == self.epoch.load(Ordering::Acquire);
+        let state = if current && now < slot.fresh_until {
+            "fresh"
+        } else if matches!(slot.value, Cached::Found(_)) && now < slot.stale_until {
+            match slot.retry_at {
+                Some(t) if now < t => "backoff",
+                _ if current => "expired",
+                _ => "stale",
+            }
+        } else {
+            "unusable"
+        };
+        Some(Entry {
+            value: slot.value.clone(),
+            age: now.saturating_duration_since(slot.read_at),
+            state,
+        })
+    }
+
     /// Stores the store's answer for `label`, read in `epoch` (the epoch when the read started).
     /// A zero TTL for the kind of answer means "do not cache": any old entry is dropped.
     pub fn insert(&self, label: &str, value: Cached, now: Instant, epoch: u64) {
@@ -303,6 +340,7 @@ impl RouteCache {
             key,
             Slot {
                 value,
+                read_at: now,
                 fresh_until,
                 stale_until,
                 retry_at: None,
