@@ -379,7 +379,14 @@ impl Config {
         differ("server", self.server != new.server);
         differ("listeners", self.listeners != new.listeners);
         differ("ops", self.ops != new.ops);
-        differ("tls.source", self.tls.source != new.tls.source);
+        let same_source =
+            std::mem::discriminant(&self.tls.source) == std::mem::discriminant(&new.tls.source);
+        differ("tls.source", !same_source);
+        // The file watcher is started on the paths it was given.
+        differ(
+            "tls.cert/tls.key/tls.reload_interval",
+            same_source && self.tls.source != new.tls.source,
+        );
         differ("redis", self.redis != new.redis);
         differ("acme", self.acme != new.acme);
         differ("fly", self.fly != new.fly);

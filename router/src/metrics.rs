@@ -1071,6 +1071,11 @@ impl Drop for InFlightOn {
     }
 }
 
+/// Client connections open now on the https and http listeners.
+pub fn connections_open() -> i64 {
+    OPS.connections.iter().map(IntGauge::get).sum()
+}
+
 /// Counts an open client connection on `listener` until dropped.
 #[derive(Debug)]
 pub struct ConnectionOpen(Listener);

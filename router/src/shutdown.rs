@@ -112,15 +112,17 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// Exits the process as soon as no request is in flight (seen twice, 50 ms apart, so a connection
-/// accepted just before the listeners closed gets to start its request). When the bound passes
-/// first, Pingora's own shutdown ends the process.
+/// Exits the process as soon as no request is in flight and no client connection is open (seen
+/// twice, 50 ms apart). Idle keep-alive connections close when the shutdown is signalled; a
+/// connection accepted just before the listeners closed is still open until its first request
+/// is answered (or [`FIRST_REQUEST_GRACE`](crate::h1) passes without one), so it is not cut. When
+/// the bound passes first, Pingora's own shutdown ends the process.
 fn exit_when_idle(bound: Duration) {
     let start = Instant::now();
     std::thread::sleep(Duration::from_millis(100));
     let mut idle_seen = false;
     while start.elapsed() < bound {
-        if in_flight() == 0 {
+        if in_flight() == 0 && crate::metrics::connections_open() == 0 {
             if idle_seen {
                 tracing::info!(after = ?start.elapsed(), "drained; exiting");
                 std::process::exit(0);
@@ -133,6 +135,7 @@ fn exit_when_idle(bound: Duration) {
     }
     tracing::warn!(
         in_flight = in_flight(),
+        connections = crate::metrics::connections_open(),
         "shutdown bound reached; closing what is left"
     );
 }

@@ -332,6 +332,12 @@ impl Router {
     ) -> Router {
         let dir = tempfile::tempdir().unwrap();
         let (http, ops) = (free_port(), free_port());
+        // cache_ttl 1h unless the test sets its own.
+        let routes = if routes.contains("cache_ttl") {
+            routes.to_string()
+        } else {
+            format!("cache_ttl = \"1h\"\n{routes}")
+        };
         let config = format!(
             r#"domain = "{DOMAIN}"
 
@@ -353,7 +359,6 @@ url = "{redis_url}"
 
 [routes]
 store = "redis"
-cache_ttl = "1h"
 {routes}
 
 [[paths]]
@@ -843,7 +848,7 @@ fn routes_cli_round_trip() {
     std::fs::write(
         &cfg,
         format!(
-            "domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"hx\"\n[routes]\nstore = \"redis\"\n",
+            "domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"hx\"\n[routes]\nstore = \"redis\"\npaths = \"standard\"\n",
             redis.url()
         ),
     )
@@ -990,7 +995,7 @@ fn routes_cli_round_trip() {
     let bare = dir.path().join("bare.toml");
     std::fs::write(
         &bare,
-        format!("domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n"),
+        format!("paths = \"standard\"\ndomain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n[routes]\nstore = \"static\"\n"),
     )
     .unwrap();
     let out = cli(&bare, &["list"]);
@@ -1213,4 +1218,174 @@ fn revoke_ends_every_session_on_every_replica() {
         Some(1),
         "revoking a workspace without a route fails"
     );
+}
+
+/// Redis killed and restarted on the same port: a route written as soon as the new server
+/// answers PING is served within 30 attempts 100 ms apart (~3 s). The reconnect back-off is
+/// capped at 500 ms (routes/redis.rs `BACKOFF_MAX`); without the cap (a back-off grown over
+/// the outage) the final assertion fails.
+#[test]
+fn redis_restart_a_route_written_once_it_answers_is_served_within_30_attempts() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let up = upstreams();
+    let router = Router::start(&redis.url(), up, "", "");
+    let cfg = router.config();
+    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
+    router.wait_answer("alice", "one", BOUND);
+    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
+
+    redis.kill();
+    // An uncached label while Redis is down: 503 (and the router learns the store is gone).
+    // `bob` itself is not asked for before it exists, so no negative entry hides it.
+    for _ in 0..3 {
+        let r = router.get("carol").expect("a response while Redis is down");
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
+    // Let the outage last a few back-off rounds.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let redis = RedisServer::start_on(port); // returns once PING answers
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:bob",
+        "app",
+        "b",
+        "machine_id",
+        "m2",
+        "address",
+        "127.0.0.2",
+    ]);
+    let _: i64 = redis.cmd(&["PUBLISH", "hubify:route-events", "bob"]);
+    let mut attempts = 0;
+    let mut answers = Vec::new();
+    while attempts < 30 {
+        attempts += 1;
+        let a = router.answer("bob");
+        let done = a == "two";
+        answers.push(a);
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("bob served after {attempts} attempt(s), 100 ms apart, once the restarted Redis answered PING: {answers:?}");
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("two"),
+        "a route written right after Redis restarted was not served within 30 attempts \
+         (100 ms apart); answers: {answers:?}\n--- router log ---\n{}",
+        router.log()
+    );
+}
+
+/// Stale-while-revalidate: a cached route past its TTL is answered at once from the cache while
+/// one background read refreshes it, even when Redis is slow (`DEBUG SLEEP 0.5`). The record
+/// is changed in Redis without an event, so only a re-read can see the new address: answers
+/// of the old one ("one") while Redis still sleeps prove the request did not wait for the
+/// store (command_timeout is 3 s here, so without stale-while-revalidate the request would wait
+/// for the read and answer "two": the `stale_while_asleep` assertion fails). Every request is
+/// a 200 (failures counted, asserted 0), and the background read lands afterwards.
+#[test]
+fn expired_route_is_served_stale_while_redis_sleeps() {
+    // Redis 7 refuses DEBUG unless enabled.
+    let redis = RedisServer::start_with(&["--enable-debug-command".into(), "yes".into()]);
+    let up = upstreams();
+    let router = Router::start(
+        &redis.url(),
+        up,
+        "command_timeout = \"3s\"",
+        "cache_ttl = \"1s\"\nmax_stale = \"1h\"",
+    );
+    let _: i64 = redis.cmd(&[
+        "HSET",
+        "hubify:route:alice",
+        "app",
+        "a",
+        "machine_id",
+        "m1",
+        "address",
+        "127.0.0.1",
+    ]);
+    router.wait_answer("alice", "one", BOUND);
+    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
+    // Changed without an event: the cache holds "one" until it re-reads.
+    let _: i64 = redis.cmd(&["HSET", "hubify:route:alice", "address", "127.0.0.2"]);
+    assert_eq!(router.answer("alice"), "one", "still fresh in the cache");
+    let revalidations = router
+        .metric("hubify_route_cache_revalidations_total")
+        .unwrap();
+    // Past the 1 s TTL (+10 % jitter).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Redis asleep for 0.5 s, on a connection of its own; a probe connection opened before
+    // confirms it (its PING times out).
+    let mut probe = redis.conn();
+    let mut sleeper_conn = redis.conn();
+    let sleeper = std::thread::spawn(move || {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.5")
+            .query::<String>(&mut sleeper_conn)
+    });
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut asleep = false;
+    for _ in 0..20 {
+        if redis::cmd("PING").query::<String>(&mut probe).is_err() {
+            asleep = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        asleep,
+        "Redis never stopped answering after DEBUG SLEEP (DEBUG answered: {:?})",
+        if sleeper.is_finished() {
+            Some(sleeper.join().unwrap())
+        } else {
+            None
+        }
+    );
+
+    let (mut failures, mut stale_while_asleep, mut total) = (Vec::new(), 0, 0);
+    while !sleeper.is_finished() && total < 200 {
+        total += 1;
+        match router.get("alice") {
+            Some(r) if r.status == 200 => {
+                if r.body == "one" && !sleeper.is_finished() {
+                    stale_while_asleep += 1;
+                }
+            }
+            Some(r) => failures.push(format!("{} {}", r.status, r.body)),
+            None => failures.push("no response".to_string()),
+        }
+    }
+    let slept = sleeper.join().unwrap();
+    assert!(slept.is_ok(), "DEBUG SLEEP failed: {slept:?}");
+    println!(
+        "while Redis slept: {total} requests, {stale_while_asleep} answered stale before it woke"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests for an expired cached route failed while Redis slept: {:?}\n\
+         --- router log ---\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        router.log()
+    );
+    assert!(
+        stale_while_asleep >= 1,
+        "no request was answered from the stale entry while Redis slept ({total} requests)"
+    );
+    assert!(
+        router
+            .metric("hubify_route_cache_revalidations_total")
+            .unwrap()
+            > revalidations,
+        "no revalidation counted"
+    );
+    // The background read lands once Redis wakes.
+    router.wait_answer("alice", "two", BOUND);
 }

@@ -19,6 +19,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod ops;
 pub mod raw;
 pub mod router;
 pub mod upstream;

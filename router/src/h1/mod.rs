@@ -88,9 +88,11 @@ pub(crate) async fn serve(
     let header_timeout = slot.load().config().server.header_timeout;
     let mut shutdown = shutdown.clone();
     let mut buf = BytesMut::new();
+    let mut first = true;
     loop {
-        let closing = *shutdown.borrow();
-        let timed_out = match read_head(&mut io, &mut buf, &mut shutdown, header_timeout).await {
+        let read = read_head(&mut io, &mut buf, &mut shutdown, header_timeout, first).await;
+        first = false;
+        let timed_out = match read {
             HeadRead::Complete => false,
             HeadRead::Closed => {
                 Shutdown::shutdown(&mut *io).await;
@@ -98,6 +100,7 @@ pub(crate) async fn serve(
             }
             HeadRead::TimedOut => true,
         };
+        let closing = *shutdown.borrow();
         // Boxed: an idle connection then holds only the small state of `read_head`, not the
         // ~3 KB of a request in progress (measured by `sizes::future_sizes`).
         // The listener's current Front: a reload applies from the next request on.
@@ -147,11 +150,16 @@ enum HeadRead {
 }
 
 /// Reads until `buf` holds a whole request head, or more than [`HEAD_MAX`] bytes of one.
+/// Reads the next request head into `buf`. Between requests, shutting down closes the connection;
+/// the `first` request of a connection is still awaited for [`FIRST_REQUEST_GRACE`] (a client
+/// whose connection was accepted has sent, or is sending, its request: closing now would fail
+/// it, typically during a handover to a new process).
 async fn read_head(
     io: &mut Stream,
     buf: &mut BytesMut,
     shutdown: &mut ShutdownWatch,
     header_timeout: Duration,
+    first: bool,
 ) -> HeadRead {
     // The head must arrive within `header_timeout` of its first bytes (no slow trickle).
     let mut deadline = None;
@@ -161,10 +169,19 @@ async fn read_head(
         }
         if buf.is_empty() {
             if *shutdown.borrow() {
-                return HeadRead::Closed;
+                if !first {
+                    return HeadRead::Closed;
+                }
+                buf.reserve(HEAD_READ);
+                match tokio::time::timeout(FIRST_REQUEST_GRACE, io.read_buf(buf)).await {
+                    Ok(Ok(n)) if n > 0 => continue,
+                    _ => return HeadRead::Closed,
+                }
             }
             match wait_idle(io, buf, shutdown).await {
                 Idle::Data => continue,
+                // Shutting down now: the branch above gives a first request its grace.
+                Idle::Closed if first && *shutdown.borrow() => continue,
                 Idle::Closed => return HeadRead::Closed,
             }
         }
@@ -178,6 +195,9 @@ async fn read_head(
         }
     }
 }
+
+/// How long a new connection's first request is awaited once the router is shutting down.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 enum Idle {
     /// Bytes of a request are in `buf` or ready to be read.
@@ -1051,7 +1071,8 @@ mod sizes {
         let mut shutdown = rx.clone();
         let mut buf = BytesMut::new();
         let timeout = front.config().server.header_timeout;
-        let idle = std::mem::size_of_val(&read_head(&mut io, &mut buf, &mut shutdown, timeout));
+        let idle =
+            std::mem::size_of_val(&read_head(&mut io, &mut buf, &mut shutdown, timeout, false));
         assert!(idle < 1024, "read_head future: {idle} bytes");
     }
 }
