@@ -288,9 +288,15 @@ fn http_get(port: u16, host: &str, path: &str) -> Option<Response> {
 
 /// [`http_get`] with extra header lines (each ending in CRLF).
 fn http_get_with(port: u16, host: &str, path: &str, extra: &str) -> Option<Response> {
+    http_request(port, "GET", host, path, extra)
+}
+
+/// One request with `method` on a new connection.
+fn http_request(port: u16, method: &str, host: &str, path: &str, extra: &str) -> Option<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
@@ -848,7 +854,7 @@ fn routes_cli_round_trip() {
     std::fs::write(
         &cfg,
         format!(
-            "domain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"hx\"\n[routes]\nstore = \"redis\"\npaths = \"standard\"\n",
+            "paths = \"standard\"\ndomain = \"{DOMAIN}\"\n[listeners.http]\naddress = \"127.0.0.1:1\"\n[redis]\nurl = \"{}\"\nkey_prefix = \"hx\"\n[routes]\nstore = \"redis\"\n",
             redis.url()
         ),
     )
@@ -1388,4 +1394,70 @@ fn expired_route_is_served_stale_while_redis_sleeps() {
     );
     // The background read lands once Redis wakes.
     router.wait_answer("alice", "two", BOUND);
+}
+
+/// A replica's own view on the ops listener: `GET /routes/<label>` shows what this process caches
+/// (record, state, age) and `POST /routes/<label>/purge` drops it, so a record changed without an
+/// event (a lost publish) is read again at once instead of after `cache_ttl` (1 h here).
+#[test]
+fn ops_shows_and_purges_a_cached_route() {
+    let redis = RedisServer::start();
+    let up = upstreams();
+    let router = Router::start(&redis.url(), up, "", "");
+    let ops = |method: &str, path: &str| {
+        let r = http_request(router.ops, method, "localhost", path, "").expect("ops answer");
+        let json = serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default();
+        (r.status, json)
+    };
+    assert_eq!(ops("GET", "/routes/alice").0, 404, "nothing cached yet");
+    set_route(
+        &router.config(),
+        "alice",
+        "hubify-ws-alice",
+        "m1",
+        "127.0.0.1",
+    );
+    router.wait_answer("alice", "one", BOUND);
+
+    let (status, view) = ops("GET", "/routes/alice");
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["store"], "redis", "{view}");
+    assert_eq!(view["answer"], "found", "{view}");
+    assert_eq!(view["state"], "fresh", "{view}");
+    assert_eq!(view["record"]["address"], "127.0.0.1", "{view}");
+    assert_eq!(view["record"]["machine_id"], "m1", "{view}");
+    assert!(
+        view["age_seconds"].as_f64().is_some_and(|a| a >= 0.0),
+        "{view}"
+    );
+    // An unknown label is remembered as not found (negative cache).
+    assert_eq!(router.answer("nobody"), "404");
+    let (status, view) = ops("GET", "/routes/nobody");
+    assert_eq!(
+        (status, &view["answer"]),
+        (200, &serde_json::json!("not_found")),
+        "{view}"
+    );
+    assert_eq!(ops("GET", "/routes/Not_A_Label").0, 400);
+    assert_eq!(ops("GET", "/routes/alice/purge").0, 405, "purge needs POST");
+
+    // Changed behind the router's back (no event): the cache keeps the old address...
+    let _: i64 = redis.cmd(&["HSET", "hubify:route:alice", "address", "127.0.0.2"]);
+    assert_eq!(router.answer("alice"), "one");
+    // ...until this replica's entry is purged.
+    let (status, purged) = ops("POST", "/routes/alice/purge");
+    assert_eq!(
+        (status, &purged["purged"]),
+        (200, &serde_json::json!(true)),
+        "{purged}"
+    );
+    assert_eq!(ops("GET", "/routes/alice").0, 404, "purged");
+    assert_eq!(router.answer("alice"), "two");
+    let (_, view) = ops("GET", "/routes/alice");
+    assert_eq!(view["record"]["address"], "127.0.0.2", "{view}");
+    let (_, again) = ops("POST", "/routes/zed/purge");
+    assert_eq!(
+        again["purged"], false,
+        "nothing was cached for zed: {again}"
+    );
 }
