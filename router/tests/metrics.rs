@@ -528,15 +528,21 @@ port = {gw}
             .expect("a message")
             .expect("not an error");
         assert_eq!(echoed, Message::text("hello"));
-        router
+        // The open WebSocket is a request in flight and an open connection of its listener.
+        let m = router
             .metrics_when("websocket gauge at 1", |m| m.get(open_key) == Some(1.0))
             .await;
+        m.assert_line(r#"hubify_requests_in_flight{listener="http"}"#, 1.0);
+        m.assert_line(r#"hubify_connections_open{listener="http"}"#, 1.0);
+        m.assert_line(r#"hubify_requests_in_flight{listener="https"}"#, 0.0);
         socket.close(None).await.expect("close");
         while let Ok(Some(Ok(_))) = tokio::time::timeout(BOUND, socket.next()).await {}
     }
     router
         .metrics_when("websocket gauge back at 0", |m| {
             m.get(open_key) == Some(0.0)
+                && m.get(r#"hubify_requests_in_flight{listener="http"}"#) == Some(0.0)
+                && m.get(r#"hubify_connections_open{listener="http"}"#) == Some(0.0)
         })
         .await;
 
@@ -645,6 +651,13 @@ port = {gw}
             || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
         "git_commit = {commit:?}"
     );
+    // CPU to the microsecond (process_cpu_seconds_total moves in whole seconds): a counter with
+    // a fractional part (an exact integer has odds of one in a million).
+    assert!(m
+        .text
+        .contains("# TYPE hubify_process_cpu_seconds_total counter"));
+    let cpu = m.get("hubify_process_cpu_seconds_total").expect("cpu");
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "cpu seconds {cpu}");
     let start = m.get("hubify_start_time_seconds").expect("start time");
     assert!(start > 0.0 && start <= now + 1.0, "start time {start}");
     assert!(

@@ -140,6 +140,8 @@ pub struct EdgeConfig {
     pub env: Vec<(String, String)>,
     /// `tls.hsts`.
     pub hsts: Option<String>,
+    /// `log.paths`; `None` leaves the router's default (on).
+    pub log_paths: Option<bool>,
 }
 
 impl Default for EdgeConfig {
@@ -175,7 +177,14 @@ impl EdgeConfig {
             auth: None,
             env: Vec::new(),
             hsts: None,
+            log_paths: None,
         }
+    }
+
+    /// `[log] paths = on`.
+    pub fn log_paths(mut self, on: bool) -> Self {
+        self.log_paths = Some(on);
+        self
     }
 
     /// `[tls] hsts = value`.
@@ -405,6 +414,9 @@ impl EdgeConfig {
             "[log]\nformat = \"text\"\nlevel = {}",
             toml_str(&self.log_level)
         );
+        if let Some(on) = self.log_paths {
+            let _ = writeln!(t, "paths = {on}");
+        }
         t
     }
 }
