@@ -332,10 +332,24 @@ fn default_rule_name(prefix: &str) -> String {
 /// Checks a `Strict-Transport-Security` value (RFC 6797 §6.1): `max-age=<seconds>` exactly once,
 /// optionally `includeSubDomains` and `preload`, separated by `;`.
 fn hsts(value: &str) -> Result<(), String> {
+    // A header field value as sent: visible ASCII and spaces only.
+    if !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(format!(
+            "{value:?}: only visible ASCII characters and spaces"
+        ));
+    }
     let mut max_age = false;
     for directive in value.split(';').map(str::trim).filter(|d| !d.is_empty()) {
         let (name, arg) = match directive.split_once('=') {
-            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            Some((n, a)) => {
+                let a = a.trim();
+                // A quoted value is quoted on both sides.
+                let a = match a.strip_prefix('"') {
+                    Some(inner) => inner.strip_suffix('"').unwrap_or("\""),
+                    None => a,
+                };
+                (n.trim(), Some(a))
+            }
             None => (directive, None),
         };
         if name.eq_ignore_ascii_case("max-age") {
@@ -500,6 +514,13 @@ impl Validator<'_> {
                 return Err(self.err(
                     "server.upgrade_socket",
                     "must be an absolute path (a Unix socket the next process connects to)",
+                ))
+            }
+            // sockaddr_un's path holds 108 bytes with its terminating NUL.
+            Some(p) if p.as_os_str().len() > 107 => {
+                return Err(self.err(
+                    "server.upgrade_socket",
+                    "at most 107 bytes (the limit of a Unix socket path)",
                 ))
             }
             Some(p) => p,

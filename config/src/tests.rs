@@ -308,8 +308,10 @@ fn hsts_values() {
         "max-age=1; max-age=2",
         "max-age=1; includeSubDomains=yes",
         "max-age=1; always",
+        "max-age=\"1",
+        "max-age=1;\u{a0}preload",
     ] {
-        let e = err(&with(&format!("[tls]\nhsts = {bad:?}")));
+        let e = err(&with(&format!("[tls]\nhsts = '{bad}'")));
         assert_eq!(e.key, "tls.hsts", "{bad:?}: {e}");
     }
     assert_eq!(
@@ -347,4 +349,23 @@ fn missing_routes_and_paths_are_errors() {
     )
     .unwrap();
     assert!(matches!(&c.routes.store, RouteStore::Static(r) if r.len() == 1));
+}
+
+#[test]
+fn upgrade_socket_is_an_absolute_socket_path() {
+    let long = format!("[server]\nupgrade_socket = \"/{}\"", "s".repeat(107));
+    assert_eq!(err(&with(&long)).key, "server.upgrade_socket");
+    assert_eq!(
+        err(&with("[server]\nupgrade_socket = \"rel.sock\"")).key,
+        "server.upgrade_socket"
+    );
+    let c = Config::from_toml(
+        &with("[server]\nupgrade_socket = \"/run/e.sock\""),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.upgrade_socket,
+        std::path::PathBuf::from("/run/e.sock")
+    );
 }

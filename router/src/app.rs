@@ -167,13 +167,21 @@ fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// The access checker of `[auth]`: the JWKS file loaded and watched, the session keys read.
-pub fn start_auth(config: &Config) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
+/// `sessions`: the session keys to keep (a reload), else they come from the environment.
+pub fn start_auth(
+    config: &Config,
+    sessions: Option<crate::auth::SessionKeys>,
+) -> Result<Option<Arc<crate::auth::Auth>>, StartError> {
     use crate::auth::{Auth, SessionKeys, SESSION_KEY_ENV};
     let Some(conf) = &config.auth else {
         return Ok(None);
     };
-    let keys = SessionKeys::from_env().map_err(|e| StartError::Auth(e.to_string()))?;
-    if keys.ephemeral {
+    let reused = sessions.is_some();
+    let keys = match sessions {
+        Some(keys) => keys,
+        None => SessionKeys::from_env().map_err(|e| StartError::Auth(e.to_string()))?,
+    };
+    if keys.ephemeral && !reused {
         tracing::warn!(
             "{SESSION_KEY_ENV} is not set: sessions are signed with a random key and hold only \
              on this process (set the same key on every replica)"
@@ -188,7 +196,9 @@ pub fn start_auth(config: &Config) -> Result<Option<Arc<crate::auth::Auth>>, Sta
 
 /// Builds the whole server; `run_forever` on the result serves until SIGTERM. `path` is where
 /// the configuration came from (`None`: the embedded default): SIGHUP re-reads it.
-/// `upgrade`: take the listening sockets from the running instance (`run --upgrade`).
+/// `upgrade`: take the listening sockets from the running instance (`run --upgrade`) when the
+/// caller bootstraps the returned server (`Server::bootstrap`), which it does last, after asking
+/// the running instance to hand them over.
 pub fn build(
     config: Config,
     path: Option<std::path::PathBuf>,
@@ -199,8 +209,9 @@ pub fn build(
         upgrade,
         ..Default::default()
     };
+    // Not bootstrapped here: with `upgrade`, bootstrapping takes the running process's sockets,
+    // which must happen only once everything that can fail has been built (the caller does it).
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&config));
-    server.bootstrap();
     let conf = server.configuration.clone();
 
     let certs = match &config.listeners.https {
@@ -212,7 +223,7 @@ pub fn build(
     let ops_addr = config.ops;
     let fly = crate::fly::FlyNet::new(&config.fly, config.upstream.connect_timeout)
         .map_err(StartError::Listener)?;
-    let auth = start_auth(&config)?;
+    let auth = start_auth(&config, None)?;
     if matches!(
         config.routes.store,
         hubify_edge_config::RouteStore::Static(_)

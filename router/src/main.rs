@@ -228,20 +228,23 @@ fn main() -> ExitCode {
                 eprintln!("hubify-edge: cannot start: {e}");
                 return ExitCode::from(1);
             }
-            if upgrade {
-                match hubify_edge::upgrade::ask_running(&socket) {
-                    Ok(pid) => {
-                        tracing::info!(pid, socket = %socket.display(), "taking the listening sockets over")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot upgrade");
-                        eprintln!("hubify-edge: cannot upgrade: {e}");
-                        return ExitCode::from(1);
-                    }
-                }
-            }
+            // Everything that can fail is built before the running instance is asked for its
+            // sockets: a failed upgrade leaves it serving.
             match hubify_edge::app::build(config, cli.config.clone(), upgrade) {
-                Ok(server) => {
+                Ok(mut server) => {
+                    if upgrade {
+                        match hubify_edge::upgrade::ask_running(&socket) {
+                            Ok(pid) => {
+                                tracing::info!(pid, socket = %socket.display(), "taking the listening sockets over")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot upgrade");
+                                eprintln!("hubify-edge: cannot upgrade: {e}");
+                                return ExitCode::from(1);
+                            }
+                        }
+                    }
+                    server.bootstrap();
                     hubify_edge::upgrade::write_pid(&socket);
                     tracing::info!(
                         version = env!("CARGO_PKG_VERSION"),

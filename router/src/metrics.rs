@@ -1103,7 +1103,9 @@ fn refresh_cpu() {
     let total = (usage.user_time().num_microseconds() + usage.system_time().num_microseconds())
         as f64
         / 1e6;
-    // Scrapes may run concurrently; the counter only ever moves forward.
+    // Scrapes may run concurrently: one at a time reads and advances the counter.
+    static ADVANCE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _one = ADVANCE.lock();
     let delta = total - OPS.cpu.get();
     if delta > 0.0 {
         OPS.cpu.inc_by(delta);

@@ -104,7 +104,9 @@ impl Reloader {
         let auth = if new.auth == current.config.auth {
             current.auth.clone()
         } else {
-            match crate::app::start_auth(&new) {
+            // The session keys stay (random ones too): sessions issued before stay valid.
+            let sessions = current.auth.as_ref().map(|a| a.sessions().clone());
+            match crate::app::start_auth(&new, sessions) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(

@@ -51,12 +51,31 @@ pub fn ask_running(socket: &Path) -> Result<u32, String> {
     if pid <= 0 || u32::try_from(pid).ok() == Some(std::process::id()) {
         return Err(format!("{}: not another process: {pid}", path.display()));
     }
+    // A pid file outlives its process: never signal a process that is not a hubify-edge.
+    if !is_router(pid) {
+        return Err(format!(
+            "no running instance to take over: process {pid} (from {}) is not a hubify-edge",
+            path.display()
+        ));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGQUIT,
     )
     .map_err(|e| format!("cannot signal process {pid} (from {}): {e}", path.display()))?;
     Ok(pid.unsigned_abs())
+}
+
+/// Whether process `pid` runs a hubify-edge binary (its executable's file name, from /proc).
+fn is_router(pid: i32) -> bool {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let Ok(theirs) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    // A binary replaced on disk shows as "<path> (deleted)".
+    let theirs = name(&theirs).map(|n| n.trim_end_matches(" (deleted)").to_owned());
+    let ours = std::env::current_exe().ok().and_then(|p| name(&p));
+    theirs.is_some() && theirs == ours
 }
 
 /// Whether some process listens on the Unix socket `path` now (from /proc/net/unix: a

@@ -567,3 +567,61 @@ async fn path_variants_of_a_protected_prefix_are_checked_and_public_paths_get_no
         );
     }
 }
+
+/// A reload that changes `[auth]` keeps the session keys — even the random ones of a process
+/// started without `HUBIFY_EDGE_SESSION_KEY` — so sessions issued before it stay valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_auth_section_keeps_the_sessions_issued_before() {
+    use hubify_edge_tests::ops::{rewrite_config, sighup};
+    let issuer = Issuer::ed25519("api-1");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let jwks_path = dir.path().join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[&issuer])).expect("write the JWKS");
+    let p = jwks_path.clone();
+    let stack = Stack::start_with(move |c| {
+        let mut c = protected(c, &p, true);
+        // Random session keys, held by this process only.
+        c.env.retain(|(name, _)| name != "HUBIFY_EDGE_SESSION_KEY");
+        c
+    })
+    .await;
+    let get = |req: Req| {
+        let port = stack.https_port();
+        async move { https_alpn(port, &alice(), ALPN_H1, &req).await.0 }
+    };
+    let token = issuer.token(&alice(), "user-7", "terminal", 300);
+    let r = get(Req::get(
+        &alice(),
+        &format!("/terminal/?hubify_token={token}"),
+    ))
+    .await;
+    assert_eq!(r.status, 303, "{}", r.summary());
+    let session = cookie_pair(&r.header("set-cookie").expect("a session cookie"));
+    let with_session = || Req::get(&alice(), "/terminal/").header("cookie", &session);
+    assert_eq!(get(with_session()).await.status, 200);
+
+    // [auth] changes (a login URL): the access check is rebuilt on reload.
+    let mut cfg = stack.cfg.clone();
+    cfg.auth = Some(format!(
+        "jwks = {:?}\nlogin_url = \"https://hubify.test/sign-in\"",
+        jwks_path.display().to_string()
+    ));
+    rewrite_config(&stack.router, &cfg.to_toml());
+    sighup(&stack.router);
+    stack
+        .router
+        .wait_for_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    // The new [auth] is in force (its login URL on the refusal page)...
+    let r = get(Req::get(&alice(), "/terminal/").header("accept", "text/html")).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("https://hubify.test/sign-in"),
+        "{}",
+        r.summary()
+    );
+    // ...and the session issued before it still opens the terminal.
+    let r = get(with_session()).await;
+    assert_eq!(r.status, 200, "{}", r.summary());
+    assert_eq!(r.echo().service, "terminal");
+}

@@ -267,6 +267,11 @@ impl Auth {
         })
     }
 
+    /// The session keys (a reloaded `[auth]` keeps them: the sessions issued stay valid).
+    pub fn sessions(&self) -> &SessionKeys {
+        &self.sessions
+    }
+
     /// An access checker on keys already parsed (benchmarks, fuzzing); it never reloads.
     pub fn with_keys(config: hubify_edge_config::Auth, keys: Keys, sessions: SessionKeys) -> Auth {
         Auth {

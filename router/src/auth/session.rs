@@ -33,6 +33,7 @@ pub struct Session {
 }
 
 /// The keys sessions are sealed and opened with.
+#[derive(Clone)]
 pub struct SessionKeys {
     keys: Vec<hmac::Key>,
     /// The keys were generated at start-up (no `HUBIFY_EDGE_SESSION_KEY`).

@@ -255,19 +255,27 @@ pub(crate) fn own_head(
 
 /// What the router puts on every response head of a listener, whoever answers (its own pages,
 /// redirects, replays, or a workspace): `x-request-id`, and on the TLS listener with `[tls] hsts`,
-/// `strict-transport-security`. A workspace's own values of these fields are replaced.
+/// `strict-transport-security`. A workspace's own values of these fields are replaced; over plain
+/// HTTP a workspace's `strict-transport-security` is dropped (RFC 6797 §7.2).
 #[derive(Clone, Copy)]
 pub struct Stamp<'a> {
     pub request_id: &'a HeaderValue,
     hsts: Option<&'a HeaderValue>,
+    /// The response goes over TLS.
+    tls: bool,
 }
 
 pub const STRICT_TRANSPORT_SECURITY: HeaderName =
     HeaderName::from_static("strict-transport-security");
 
 impl<'a> Stamp<'a> {
-    pub fn new(request_id: &'a HeaderValue, hsts: Option<&'a HeaderValue>) -> Stamp<'a> {
-        Stamp { request_id, hsts }
+    /// `hsts` is only sent when `tls`.
+    pub fn new(request_id: &'a HeaderValue, hsts: Option<&'a HeaderValue>, tls: bool) -> Stamp<'a> {
+        Stamp {
+            request_id,
+            hsts: hsts.filter(|_| tls),
+            tls,
+        }
     }
 
     /// The request id as text.
@@ -288,14 +296,18 @@ impl<'a> Stamp<'a> {
         resp.insert_header(X_REQUEST_ID, self.request_id.clone())?;
         if let Some(v) = self.hsts {
             resp.insert_header(STRICT_TRANSPORT_SECURITY, v.clone())?;
+        } else if !self.tls {
+            resp.remove_header(&STRICT_TRANSPORT_SECURITY);
         }
         Ok(())
     }
 
-    /// Whether a workspace's response field `name` is dropped because the router sets it.
+    /// Whether a workspace's response field `name` is dropped: the router sets it, or it must not
+    /// go over plain HTTP.
     pub fn replaces(&self, name: &str) -> bool {
         name.eq_ignore_ascii_case("x-request-id")
-            || (self.hsts.is_some() && name.eq_ignore_ascii_case("strict-transport-security"))
+            || ((self.hsts.is_some() || !self.tls)
+                && name.eq_ignore_ascii_case("strict-transport-security"))
     }
 }
 
@@ -393,7 +405,11 @@ fn truncated(s: &str, max: usize) -> String {
 
 /// Notes what the access log says of a request (the access log is on).
 fn note(req: &impl RequestView, info: &ConnInfo, paths: bool, notes: &mut Notes) {
-    notes.host = req.host().ok().flatten().map(|h| truncated(h, LOGGED_MAX));
+    // Never userinfo (`user:password@`) an absolute-form target or `:authority` may carry.
+    notes.host = req.host().ok().flatten().map(|h| {
+        let h = h.rsplit_once('@').map_or(h, |(_, host)| host);
+        truncated(h, LOGGED_MAX)
+    });
     if paths {
         let target = req.path_and_query();
         let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -466,7 +482,11 @@ impl Front {
 
     /// The fields every response to the request `request_id` carries.
     pub fn stamp<'a>(&'a self, request_id: &'a HeaderValue) -> Stamp<'a> {
-        Stamp::new(request_id, self.hsts.as_ref())
+        Stamp::new(
+            request_id,
+            self.hsts.as_ref(),
+            self.mode == ListenerMode::Tls,
+        )
     }
 
     pub fn config(&self) -> &Config {

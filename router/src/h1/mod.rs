@@ -948,7 +948,7 @@ mod tests {
     #[test]
     fn response_heads_are_framed() {
         let rid = http::HeaderValue::from_static("rid");
-        let stamp = Stamp::new(&rid, None);
+        let stamp = Stamp::new(&rid, None, true);
         let h = |raw: &[u8], head_only: bool| {
             response_head(raw, head_only, false, &stamp)
                 .expect("valid")
@@ -1013,13 +1013,18 @@ mod tests {
                 .expect("complete");
             String::from_utf8(r.out).expect("text").to_ascii_lowercase()
         };
-        let with = out(&Stamp::new(&rid, Some(&hsts)));
+        let with = out(&Stamp::new(&rid, Some(&hsts), true));
         assert_eq!(with.matches("strict-transport-security").count(), 1);
         assert!(with.contains("strict-transport-security: max-age=60\r\n"));
         assert!(with.contains("x-request-id: rid\r\n") && !with.contains("x-request-id: up"));
-        // Without [tls] hsts (or on a plain listener), the workspace's own value passes.
-        let without = out(&Stamp::new(&rid, None));
+        // Over TLS without [tls] hsts, the workspace's own value passes.
+        let without = out(&Stamp::new(&rid, None, true));
         assert!(without.contains("strict-transport-security: max-age=0\r\n"));
+        // Over plain HTTP, never (RFC 6797 §7.2), configured or not.
+        for hsts in [None, Some(&hsts)] {
+            let plain = out(&Stamp::new(&rid, hsts, false));
+            assert!(!plain.contains("strict-transport-security"), "{plain}");
+        }
     }
 
     #[test]
