@@ -617,6 +617,16 @@ fn single_flight_500_requests_one_redis_read() {
     assert_eq!(router.metric("hubify_route_cache_hits_total"), Some(0.0));
 }
 
+/// A router on `redis` serving `alice` (→ 127.0.0.1, the upstream `one`) from a cached record,
+/// subscribed to route events.
+fn serving_alice(redis: &RedisServer) -> Router {
+    let router = Router::start(&redis.url(), upstreams(), "", "");
+    set_route(&router.config(), "alice", "a", "m1", "127.0.0.1");
+    router.wait_answer("alice", "one", BOUND);
+    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
+    router
+}
+
 /// Redis killed: cached routes keep serving, unknown labels get 503 + Retry-After quickly;
 /// Redis restarted on the same port: fresh lookups work with no router restart, and routes cached
 /// before the outage are revalidated (the new Redis is empty).
@@ -624,12 +634,8 @@ fn single_flight_500_requests_one_redis_read() {
 fn redis_outage_serves_stale_and_recovers() {
     let mut redis = RedisServer::start();
     let port = redis.port;
-    let up = upstreams();
-    let router = Router::start(&redis.url(), up, "", "");
+    let router = serving_alice(&redis);
     let cfg = router.config();
-    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
-    router.wait_answer("alice", "one", BOUND);
-    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
 
     redis.kill();
     for _ in 0..5 {
@@ -724,12 +730,8 @@ fn unresponsive_redis_is_bounded() {
 #[test]
 fn pubsub_killed_invalidations_resume() {
     let redis = RedisServer::start();
-    let up = upstreams();
-    let router = Router::start(&redis.url(), up, "", "");
+    let router = serving_alice(&redis);
     let cfg = router.config();
-    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
-    router.wait_answer("alice", "one", BOUND);
-    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
     let subs = router
         .metric("hubify_route_cache_resubscribes_total")
         .unwrap();
@@ -1234,12 +1236,7 @@ fn revoke_ends_every_session_on_every_replica() {
 fn redis_restart_a_route_written_once_it_answers_is_served_within_30_attempts() {
     let mut redis = RedisServer::start();
     let port = redis.port;
-    let up = upstreams();
-    let router = Router::start(&redis.url(), up, "", "");
-    let cfg = router.config();
-    set_route(&cfg, "alice", "a", "m1", "127.0.0.1");
-    router.wait_answer("alice", "one", BOUND);
-    router.wait_metric("hubify_route_cache_subscribed", BOUND, |v| v == 1.0);
+    let router = serving_alice(&redis);
 
     redis.kill();
     // An uncached label while Redis is down: 503 (and the router learns the store is gone).

@@ -461,6 +461,8 @@ pub struct Router {
     logs: Logs,
     pumps: Vec<JoinHandle<()>>,
     exit: Option<ExitStatus>,
+    /// The subcommand and its flags (`run`, `run --upgrade`).
+    command: String,
     config_path: PathBuf,
     config_text: String,
     ports: Vec<u16>,
@@ -489,12 +491,24 @@ impl Router {
 
     /// Spawn with these environment variables, without waiting for readiness.
     pub fn spawn_env(toml: &str, ports: &[u16], env: &[(String, String)]) -> Router {
+        Self::spawn_command(toml, ports, env, &["run"])
+    }
+
+    /// `hubify-edge run --upgrade --config FILE`, FILE holding `toml`: takes the listening sockets
+    /// over from the router running on the same configuration (no readiness wait: the old process
+    /// still answers on those ports).
+    pub fn spawn_upgrade(toml: &str) -> Router {
+        Self::spawn_command(toml, &[], &[], &["run", "--upgrade"])
+    }
+
+    /// `hubify-edge <args…> --config FILE`, FILE holding `toml` in a temp dir of its own.
+    fn spawn_command(toml: &str, ports: &[u16], env: &[(String, String)], args: &[&str]) -> Router {
         let bin = router_bin();
         let dir = tempfile::tempdir().expect("tempdir for the router config");
         let config_path = dir.path().join("hubify-edge.toml");
         std::fs::write(&config_path, toml).expect("write router config");
         let mut child = Command::new(&bin)
-            .arg("run")
+            .args(args)
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -517,6 +531,7 @@ impl Router {
             logs,
             pumps,
             exit: None,
+            command: args.join(" "),
             config_path,
             config_text: toml.to_owned(),
             ports: ports.to_vec(),
@@ -577,6 +592,24 @@ impl Router {
         }
     }
 
+    /// Like [`Router::wait_for_log`], but failing at once when the process exits first.
+    pub async fn wait_for_log_while_running(&mut self, needle: &str, bound: Duration) -> String {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(line) = self.logs().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Some(status) = self.try_exit() {
+                panic!("the router exited with {status} before logging {needle:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line containing {needle:?} after {bound:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -622,7 +655,8 @@ impl Router {
     /// The config and the logs, for panic messages.
     pub fn describe(&self) -> String {
         format!(
-            "--- router config ({}) ---\n{}\n--- router logs ---\n{}--- end of router logs ---",
+            "--- router config (hubify-edge {} --config {}) ---\n{}\n--- router logs ---\n{}--- end of router logs ---",
+            self.command,
             self.config_path.display(),
             self.config_text,
             self.logs()
@@ -669,57 +703,94 @@ impl CheckOutput {
 
 /// Run `hubify-edge check --config PATH` (bounded: 30 s).
 pub fn check_path(path: &Path) -> CheckOutput {
+    let out = cli_config(&["check"], path);
+    CheckOutput {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        path: path.to_owned(),
+    }
+}
+
+/// What a one-shot `hubify-edge …` command did.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn describe(&self) -> String {
+        format!(
+            "`hubify-edge {}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `hubify-edge <args…>` to completion (bounded: 30 s).
+pub fn cli(args: &[&str]) -> CliOutput {
     let bin = router_bin();
+    let command = args.join(" ");
     let mut child = Command::new(&bin)
-        .arg("check")
-        .arg("--config")
-        .arg(path)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("NO_COLOR", "1")
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    let out = child.stdout.take().map(|mut s| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
+    let read = |s: Option<Box<dyn Read + Send>>| {
+        s.map(|mut s| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = s.read_to_end(&mut v);
+                String::from_utf8_lossy(&v).into_owned()
+            })
         })
-    });
-    let err = child.stderr.take().map(|mut s| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = s.read_to_end(&mut v);
-            v
-        })
-    });
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for check") {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "`hubify-edge check --config {}` still running after 30 s",
-                path.display()
-            );
+            panic!("`hubify-edge {command}` still running after 30 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let collect = |h: Option<JoinHandle<Vec<u8>>>| {
-        h.and_then(|h| h.join().ok())
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default()
-    };
-    CheckOutput {
+    let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    CliOutput {
+        command,
         status,
-        stdout: collect(out),
-        stderr: collect(err),
-        path: path.to_owned(),
+        stdout: join(out),
+        stderr: join(err),
     }
+}
+
+/// `hubify-edge <args…> --config PATH`.
+pub fn cli_config(args: &[&str], config: &Path) -> CliOutput {
+    let config = config.to_string_lossy().into_owned();
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--config");
+    all.push(&config);
+    cli(&all)
 }
 
 /// Write `toml` into a fresh temp dir as `hubify-edge.toml` and `check` it. The temp dir is

@@ -19,7 +19,7 @@ use hubify_edge_tests::client::{
 };
 use hubify_edge_tests::ops::{
     cli, cli_config, ops_get, rewrite_config, scrape, scrape_until, sighup, sigquit, socket_in,
-    toml_with_upgrade_socket, wait_for_log_count, Metrics, Spawned,
+    toml_with_upgrade_socket, wait_for_log_count, Metrics,
 };
 use hubify_edge_tests::router::check_toml;
 use hubify_edge_tests::{
@@ -541,8 +541,8 @@ async fn upgrade_hands_the_listening_sockets_over_without_a_failed_request() {
     }
 
     // B signals A itself (SIGQUIT via the pid file) and takes the sockets over.
-    let mut b = Spawned::upgrade(&toml);
-    b.wait_for_log("taking the listening sockets over", Duration::from_secs(20))
+    let mut b = Router::spawn_upgrade(&toml);
+    b.wait_for_log_while_running("taking the listening sockets over", Duration::from_secs(20))
         .await;
     // A: receiver wait (5 s) + Pingora's overlap (5 s) + shutdown_timeout (10 s) + slack.
     let bound = Duration::from_secs(5 + 5 + 10 + 15);
