@@ -107,6 +107,9 @@ pub struct Server {
     /// The Unix socket through which a new process (`run --upgrade`) takes the listening
     /// sockets over from this one. Default: one per instance, named after its ports, in /tmp.
     pub upgrade_socket: PathBuf,
+    /// At shutdown, open WebSockets get a `1001 Going Away` close frame on both sides and are
+    /// closed once both close handshakes complete, or after this long.
+    pub websocket_drain: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -502,6 +505,7 @@ impl Validator<'_> {
             shutdown_timeout: d(raw.server.shutdown_timeout, Duration::from_secs(30)),
             header_timeout: d(raw.server.header_timeout, Duration::from_secs(60)),
             upgrade_socket: PathBuf::new(),
+            websocket_drain: d(raw.server.websocket_drain, Duration::from_secs(5)),
         };
         if server.header_timeout.is_zero() {
             return Err(self.err("server.header_timeout", "must be longer than zero"));

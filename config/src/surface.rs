@@ -59,6 +59,7 @@ pub struct Server {
     pub shutdown_timeout: Option<ConfDuration>,
     pub header_timeout: Option<ConfDuration>,
     pub upgrade_socket: Option<std::path::PathBuf>,
+    pub websocket_drain: Option<ConfDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! Request heads → the HTTP/1 head policy's verdict (`h1::judge_head`), on both engines
 //! (`server.fast_path` on and off). Never panics; lengths stay inside the buffer; the fast path
-//! never forwards a field the router must drop; refusals are the router's statuses and do not
+//! never forwards a field the router must drop; an upgrade takes the router's tunnel on both
+//! engines alike; refusals are the router's statuses and do not
 //! depend on the engine.
 //!
 //! Judged as the HTTP/1 loop judges: only a complete head, or a buffer over the head limit. An
@@ -35,7 +36,7 @@ fn check(buf: &[u8]) {
     let slow = judge_head(buf, false);
     for v in [&fast, &slow] {
         match v {
-            HeadVerdict::Fast { len, forwarded } => {
+            HeadVerdict::Fast { len, forwarded } | HeadVerdict::Upgrade { len, forwarded } => {
                 assert!(*len <= buf.len(), "Fast len {len} > {}", buf.len());
                 for (name, _) in forwarded {
                     let b = name.as_bytes();
@@ -68,12 +69,14 @@ fn check(buf: &[u8]) {
         (HeadVerdict::Refused(_), _) | (_, HeadVerdict::Refused(_)) => {
             panic!("refusal depends on the engine: {fast:?} vs {slow:?}")
         }
-        (HeadVerdict::HandOver { .. }, _) => assert_eq!(fast, slow),
+        (HeadVerdict::HandOver { .. }, _) | (HeadVerdict::Upgrade { .. }, _) => {
+            assert_eq!(fast, slow)
+        }
         (HeadVerdict::Fast { len, .. }, HeadVerdict::HandOver { len: l2, head }) => {
             assert_eq!(len, l2);
             assert!(head.is_none(), "an origin-form head was rewritten");
         }
-        (HeadVerdict::Fast { .. }, HeadVerdict::Fast { .. }) => unreachable!(),
+        (HeadVerdict::Fast { .. }, _) => panic!("fast {fast:?} vs {slow:?}"),
     }
 }
 

@@ -33,5 +33,6 @@ pub mod request_id;
 pub mod routes;
 pub mod shutdown;
 pub mod tls;
+pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;

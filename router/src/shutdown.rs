@@ -6,6 +6,10 @@
 //! waiting, is ignored with an error line. SIGHUP reloads the configuration
 //! ([`crate::reload`]).
 //!
+//! Open WebSockets are not waited for: when the listeners close, each gets a `1001 Going Away`
+//! close frame on both sides and is closed once both answer, or after `server.websocket_drain`
+//! ([`crate::tunnel`]); from the signal on, new upgrade requests get 503.
+//!
 //! Pingora's own shutdown always sleeps its whole grace period and then drops whatever is still
 //! running; the in-flight count kept here lets the process leave as soon as it is idle.
 
@@ -18,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static DRAINING: AtomicBool = AtomicBool::new(false);
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Held by every request from its first phase to its last; dropping it ends the request. It
 /// also counts the request in `hubify_requests_in_flight` for its listener.
@@ -47,6 +52,12 @@ pub fn draining() -> bool {
     DRAINING.load(Ordering::Relaxed)
 }
 
+/// True from SIGTERM (or the hand-over of the sockets to a new process) on: new upgrade
+/// requests are refused with 503, since open WebSockets are drained when the grace period ends.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Relaxed)
+}
+
 /// The signal watch handed to Pingora's `Server::run`.
 pub struct Signals {
     pub grace_period: Duration,
@@ -73,6 +84,7 @@ impl ShutdownSignalWatch for Signals {
         loop {
             tokio::select! {
                 _ = term.recv() => {
+                    STOPPING.store(true, Ordering::Relaxed);
                     tracing::info!(grace_period = ?self.grace_period, "SIGTERM: still accepting during the grace period");
                     tokio::select! {
                         _ = tokio::time::sleep(self.grace_period) => {}
@@ -98,6 +110,7 @@ impl ShutdownSignalWatch for Signals {
                         continue;
                     }
                     tracing::info!(socket = %socket.display(), "SIGQUIT: handing the listening sockets to the new process");
+                    STOPPING.store(true, Ordering::Relaxed);
                     let bound = self.shutdown_timeout;
                     let _ = std::thread::Builder::new().name("drain".into()).spawn(move || {
                         // Both processes accept until Pingora stops this one's listeners.

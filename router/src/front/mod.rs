@@ -179,6 +179,8 @@ pub struct Page {
     pub detail: Cow<'static, str>,
     /// Send `Retry-After: 5` (a temporary condition).
     pub retry_after: bool,
+    /// HTTP/1: the connection closes after this page (besides every 400).
+    pub close: bool,
     /// A 401 of the access step: `WWW-Authenticate: Bearer`, and this login link on the page.
     pub challenge: Option<Challenge>,
 }
@@ -199,6 +201,7 @@ impl Page {
             outcome,
             detail: detail.into(),
             retry_after: false,
+            close: false,
             challenge: None,
         }
     }
@@ -211,7 +214,7 @@ impl Page {
     /// Whether the connection closes after this page (HTTP/1): after a 400 the rest of the
     /// client's bytes cannot be trusted to be well-formed either (as nginx does).
     pub fn closes_connection(&self) -> bool {
-        self.status == 400
+        self.status == 400 || self.close
     }
 
     /// The page's body (HTML, or JSON when the client prefers it), its headers given to `put`:
@@ -579,6 +582,18 @@ impl Front {
         if config.log.access {
             note(req, info, config.log.paths, notes);
         }
+        if req.is_upgrade() && crate::shutdown::stopping() {
+            // Open WebSockets are about to be drained: a new one would be cut at once.
+            return Answer::Page(Page {
+                retry_after: true,
+                close: true,
+                ..Page::new(
+                    503,
+                    Outcome::Unavailable,
+                    "This router is restarting; connect again in a moment.",
+                )
+            });
+        }
         let raw_host = match req.host() {
             Ok(Some(h)) => h,
             Ok(None) => return Answer::page(400, Outcome::BadRequest, "The request has no Host."),
@@ -920,8 +935,14 @@ fn refusal_page(why: AuthResult, login: Option<String>) -> Page {
 pub struct Done {
     pub outcome: Outcome,
     pub status: u16,
-    /// Response body bytes written to the client.
+    /// Response body bytes written to the client (an upgraded connection: every byte after
+    /// the `101` head).
     pub bytes_sent: usize,
+    /// Request body bytes read from the client (an upgraded connection: every byte after the
+    /// handshake head).
+    pub bytes_received: usize,
+    /// The request was upgraded (a WebSocket): its length is counted, not timed.
+    pub upgraded: bool,
     /// HTTP/1: the connection closes after this response.
     pub close: bool,
     /// What failed, for the access log: an `UpstreamErrorKind` name as in
@@ -936,6 +957,8 @@ impl Done {
             outcome: Outcome::Error,
             status: 0,
             bytes_sent: 0,
+            bytes_received: 0,
+            upgraded: false,
             close,
             error: None,
         }
@@ -980,10 +1003,10 @@ impl Front {
             outcome: d.outcome,
             status: d.status,
             elapsed: s.start.elapsed(),
-            timed: true,
+            timed: !d.upgraded,
             upstream: s.upstream,
             bytes_sent: d.bytes_sent,
-            bytes_received: 0,
+            bytes_received: d.bytes_received,
             client: s.client,
             error: d.error,
         });

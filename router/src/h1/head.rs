@@ -45,7 +45,10 @@ pub(super) const fn refuse(status: u16, detail: &'static str) -> Refusal {
 pub(super) enum Verdict<'a> {
     /// Served by the fast path.
     Fast(H1Request<'a>),
-    /// Served by Pingora's engine.
+    /// A WebSocket (or other protocol) upgrade without a body, in origin form: routed by the
+    /// policy and, once the upstream answers 101, relayed by the router's own tunnel
+    /// ([`crate::tunnel`]) whichever engine is configured.
+    Upgrade(H1Request<'a>),
     /// Served by Pingora's engine; with a head to give it instead of the client's (an
     /// absolute-form target rewritten to origin form, its authority as `Host`).
     HandOver(ReqBody, Option<Vec<u8>>),
@@ -59,6 +62,8 @@ pub(super) struct Fields<'a> {
     body: ReqBody,
     /// `Upgrade` or `Expect` present: never the fast path.
     special: bool,
+    /// An HTTP/1.1 `Upgrade` request without `Expect` or a body: the router's own tunnel.
+    tunnel: bool,
 }
 
 /// Judges a head's fields (RFC 9112 §6: one framing, never both; nginx and HAProxy refuse the
@@ -122,7 +127,9 @@ pub(super) fn check_fields<'a>(
         (Some(_), None) => return Err(BAD_FRAMING),
         (None, n) => ReqBody::Length(n.unwrap_or(0)),
     };
-    // Pingora tunnels any HTTP/1.1 request with an Upgrade field once the upstream answers 101.
+    let tunnel = upgrade && version == 1 && !special && body == ReqBody::Length(0);
+    // Pingora tunnels any HTTP/1.1 request with an Upgrade field once the upstream answers 101
+    // (the rare upgrade with a body or `Expect` it is given).
     let body = if upgrade && version == 1 {
         ReqBody::Tunnel
     } else {
@@ -133,6 +140,7 @@ pub(super) fn check_fields<'a>(
         conn,
         body,
         special: special || upgrade,
+        tunnel,
     })
 }
 
@@ -188,12 +196,15 @@ pub(super) fn parse<'a>(
         Ok(f) => f,
         Err(r) => return (Verdict::Refuse(r), len),
     };
-    let fast = fast
-        && len <= HEAD_LIMIT
-        && version == 1
-        && !f.special
-        && f.body == ReqBody::Length(0)
-        && plain_path(target);
+    // An upgrade in origin form takes the router's own tunnel on both engines.
+    let tunnel = f.tunnel && target.starts_with('/');
+    let fast = tunnel
+        || (fast
+            && len <= HEAD_LIMIT
+            && version == 1
+            && !f.special
+            && f.body == ReqBody::Length(0)
+            && plain_path(target));
     if !fast {
         return handed_over(method, target, version, headers, f.body, len);
     }
@@ -203,8 +214,13 @@ pub(super) fn parse<'a>(
         headers,
         host: f.host,
         conn: f.conn,
+        upgrade: tunnel,
     };
-    (Verdict::Fast(req), len)
+    if tunnel {
+        (Verdict::Upgrade(req), len)
+    } else {
+        (Verdict::Fast(req), len)
+    }
 }
 
 /// A head with more than [`MAX_HEADERS`] fields: judged with room for [`MAX_HEADERS_ANY`]
@@ -312,6 +328,13 @@ pub enum HeadVerdict {
         len: usize,
         forwarded: Vec<(String, Vec<u8>)>,
     },
+    /// The router's own upgrade path serves it (on both engines): the head's length and the
+    /// client fields that go upstream (besides the router's `Connection: upgrade` and
+    /// `Upgrade`).
+    Upgrade {
+        len: usize,
+        forwarded: Vec<(String, Vec<u8>)>,
+    },
     /// Pingora's engine serves it: the head's length, and the head it is given instead of the
     /// client's (absolute form made origin form).
     HandOver { len: usize, head: Option<Vec<u8>> },
@@ -323,15 +346,21 @@ pub enum HeadVerdict {
 /// HTTP/1 loop does; `fast`: `server.fast_path`.
 pub fn judge_head(buf: &[u8], fast: bool) -> HeadVerdict {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let forwarded = |req: &H1Request<'_>| {
+        req.headers
+            .iter()
+            .filter(|h| rewrite::keep(h.name, &req.conn.nominated))
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect()
+    };
     match parse(buf, &mut headers, fast) {
         (Verdict::Fast(req), len) => HeadVerdict::Fast {
             len,
-            forwarded: req
-                .headers
-                .iter()
-                .filter(|h| rewrite::keep(h.name, &req.conn.nominated))
-                .map(|h| (h.name.to_owned(), h.value.to_vec()))
-                .collect(),
+            forwarded: forwarded(&req),
+        },
+        (Verdict::Upgrade(req), len) => HeadVerdict::Upgrade {
+            len,
+            forwarded: forwarded(&req),
         },
         (Verdict::HandOver(_, head), len) => HeadVerdict::HandOver { len, head },
         (Verdict::Refuse(r), _) => HeadVerdict::Refused(r.status),

@@ -38,6 +38,7 @@ use crate::pages;
 use crate::proxy::EdgeProxy;
 use crate::request_id;
 use crate::shutdown::InFlight;
+use crate::tunnel;
 use crate::upstream::chunked::{BadChunk, Chunked};
 use crate::upstream::response::{parse_response, Framing, MAX_RESPONSE_HEADERS};
 use crate::upstream::{
@@ -105,10 +106,13 @@ pub(crate) async fn serve(
         // ~3 KB of a request in progress (measured by `sizes::future_sizes`).
         // The listener's current Front: a reload applies from the next request on.
         let front = slot.load_full();
-        let (next, consumed) = Box::pin(request(
-            &front, &mut io, &buf, &info, closing, fast, timed_out,
-        ))
-        .await;
+        let conn = Conn {
+            info: &info,
+            closing,
+            fast,
+            shutdown: &shutdown,
+        };
+        let (next, consumed) = Box::pin(request(&front, &mut io, &buf, &conn, timed_out)).await;
         match next {
             Next::KeepAlive => buf.advance(consumed),
             Next::Close => {
@@ -305,6 +309,8 @@ pub(super) struct H1Request<'a> {
     pub(super) host: Result<Option<&'a str>, BadHost>,
     /// What the client's `Connection` header says (hop-by-hop names, close).
     pub(super) conn: ConnectionTokens<'a>,
+    /// An upgrade request (a WebSocket handshake) for the router's tunnel.
+    pub(super) upgrade: bool,
 }
 
 impl RequestView for H1Request<'_> {
@@ -325,7 +331,7 @@ impl RequestView for H1Request<'_> {
             .map(|h| h.value)
     }
     fn is_upgrade(&self) -> bool {
-        false
+        self.upgrade
     }
     fn cookie(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
         crate::front::cookie_field(
@@ -353,17 +359,26 @@ pub(super) fn header_text(v: &[u8]) -> Option<&str> {
     }
 }
 
+/// What every request of a connection needs to know of it.
+struct Conn<'a> {
+    info: &'a ConnInfo,
+    /// The router is shutting down: this is the connection's last request.
+    closing: bool,
+    /// `server.fast_path`.
+    fast: bool,
+    shutdown: &'a ShutdownWatch,
+}
+
 /// One request: routed, answered or forwarded, counted. Returns what follows and the length
 /// of its head.
 async fn request(
     front: &Front,
     io: &mut Stream,
     buf: &[u8],
-    info: &ConnInfo,
-    closing: bool,
-    fast: bool,
+    conn: &Conn<'_>,
     timed_out: bool,
 ) -> (Next, usize) {
+    let (info, closing, fast) = (conn.info, conn.closing, conn.fast);
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (verdict, len) = if timed_out {
         let r = refuse(408, "The request head did not arrive in time.");
@@ -372,7 +387,7 @@ async fn request(
         parse(buf, &mut headers, fast)
     };
     let req = match verdict {
-        Verdict::Fast(req) => req,
+        Verdict::Fast(req) | Verdict::Upgrade(req) => req,
         Verdict::HandOver(ReqBody::Chunked, _) if chunked_end(&[&buf[len..]]).is_err() => {
             // What already arrived of the body is malformed: refused here, as any later part
             // is by `OneRequest` (Pingora's decoder is more lenient than the rule).
@@ -391,7 +406,9 @@ async fn request(
     let request_id = request_id::header_value_from(req.header(&crate::front::X_REQUEST_ID));
     let stamp = front.stamp(&request_id);
     let rid = stamp.rid();
-    let close = req.conn.close || closing;
+    // After an upgrade request, the client's bytes belong to the protocol it asked for, never
+    // to a request: whatever the answer, the connection ends with it.
+    let close = req.conn.close || closing || req.upgrade;
     let mut notes = Notes::default();
     let answer = front.route(&req, info, &mut notes).await;
     // For X-Forwarded-For and the access log.
@@ -420,10 +437,30 @@ async fn request(
             })
             .await;
         }
+        Answer::Forward(plan) if req.upgrade => {
+            done.outcome = Outcome::Forward;
+            upstream = Some(plan.addr);
+            let early = &buf[len..];
+            let fwd = Forwarding {
+                front,
+                req: &req,
+                plan: &plan,
+                client,
+                stamp: &stamp,
+            };
+            upgrade(&fwd, io, early, notes.rule, conn.shutdown, &mut done).await;
+        }
         Answer::Forward(plan) => {
             done.outcome = Outcome::Forward;
             upstream = Some(plan.addr);
-            forward(front, io, &req, &plan, client, &stamp, &mut done).await;
+            let fwd = Forwarding {
+                front,
+                req: &req,
+                plan: &plan,
+                client,
+                stamp: &stamp,
+            };
+            forward(&fwd, io, &mut done).await;
         }
     }
     let served = Served {
@@ -609,7 +646,16 @@ fn response_head(
     if framing == (Framing::Eof { rechunk: true }) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if (100..200).contains(&parsed.status) {
+    if parsed.status == 101 {
+        // The switch the client asked for: the upstream's protocol, and the request id.
+        let protocol = parsed
+            .upgrade()
+            .ok_or(Failure::new(UpstreamErrorKind::InvalidResponse))?;
+        stamp.put(&mut |name, value| put_header(&mut out, name, value));
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        put_header(&mut out, "upgrade", protocol);
+        out.extend_from_slice(b"\r\n");
+    } else if (100..200).contains(&parsed.status) {
         out.extend_from_slice(b"\r\n");
     } else {
         end_head(&mut out, stamp, close);
@@ -634,7 +680,7 @@ async fn exchange(
     plan: &Plan,
     write_timeout: Duration,
     reused: bool,
-    (head_only, close, stamp): (bool, bool, &Stamp<'_>),
+    (head_only, close, upgrade, stamp): (bool, bool, bool, &Stamp<'_>),
     done: &mut Done,
 ) -> Result<ResponseHead, Failure> {
     send_head(up, head, write_timeout, reused).await?;
@@ -647,6 +693,10 @@ async fn exchange(
             return Ok(resp);
         }
         if resp.status == 101 {
+            // The switch an upgrade request asked for; to any other request, a broken upstream.
+            if upgrade {
+                return Ok(resp);
+            }
             return Err(Failure::new(UpstreamErrorKind::InvalidResponse));
         }
         // Informational (103 Early Hints): relayed, then the final response.
@@ -658,44 +708,72 @@ async fn exchange(
     }
 }
 
-/// Forwards the request and relays the response.
-async fn forward(
-    front: &Front,
-    io: &mut Stream,
-    req: &H1Request<'_>,
-    plan: &Plan,
+/// A request on its way to a workspace.
+struct Forwarding<'a> {
+    front: &'a Front,
+    req: &'a H1Request<'a>,
+    plan: &'a Plan,
     client: Option<IpAddr>,
-    stamp: &Stamp<'_>,
+    stamp: &'a Stamp<'a>,
+}
+
+/// Sends the request upstream (a pooled connection first, retried on a fresh one when the
+/// pooled one turns out closed) and reads the response head.
+async fn send_request(
+    fwd: &Forwarding<'_>,
+    io: &mut Stream,
     done: &mut Done,
-) {
+) -> Result<(TcpStream, ResponseHead, BytesMut), Failure> {
+    let (front, req, plan, stamp) = (fwd.front, fwd.req, fwd.plan, fwd.stamp);
     let up_conf = &front.config().upstream;
-    let head = upstream_head(front, req, plan, client, stamp.rid());
+    let head = upstream_head(front, req, plan, fwd.client, stamp.rid());
     let head_only = req.method == "HEAD";
     let mut rbuf = BytesMut::with_capacity(BODY_READ);
-    let args = (head_only, done.close, stamp);
+    let args = (head_only, done.close, req.upgrade, stamp);
     let wt = up_conf.write_timeout;
     let mut upstreams = Upstreams::new(plan.addr, up_conf);
-    let (mut up, resp) = loop {
-        let (mut up, reused) = match upstreams.next().await {
-            Ok(c) => c,
-            Err(f) => return failed(io, req, done, stamp, f).await,
-        };
+    loop {
+        let (mut up, reused) = upstreams.next().await?;
         rbuf.clear();
         match exchange(io, &mut up, &head, &mut rbuf, plan, wt, reused, args, done).await {
-            Ok(resp) => break (up, resp),
+            Ok(resp) => return Ok((up, resp, rbuf)),
             Err(f) if f.retry => continue,
-            Err(f) => return failed(io, req, done, stamp, f).await,
+            Err(f) => return Err(f),
         }
+    }
+}
+
+/// Forwards the request and relays the response.
+async fn forward(fwd: &Forwarding<'_>, io: &mut Stream, done: &mut Done) {
+    let (up, resp, rbuf) = match send_request(fwd, io, done).await {
+        Ok(r) => r,
+        Err(f) => return failed(io, fwd.req, done, fwd.stamp, f).await,
     };
+    respond(fwd, io, up, resp, rbuf, done).await;
+}
+
+/// Relays a (final) response after its head was read; pools the upstream connection when it
+/// can be reused.
+async fn respond(
+    fwd: &Forwarding<'_>,
+    io: &mut Stream,
+    mut up: TcpStream,
+    resp: ResponseHead,
+    mut rbuf: BytesMut,
+    done: &mut Done,
+) {
+    let plan = fwd.plan;
     done.status = resp.status;
     done.close |= resp.close;
     rbuf.advance(resp.len);
     match relay(io, &mut up, rbuf, resp, plan.read_timeout, done).await {
-        Ok(true) => checkin(plan.addr, up, up_conf.keepalive_pool),
-        Ok(false) => {}
+        Ok(true) if !fwd.req.upgrade => {
+            checkin(plan.addr, up, fwd.front.config().upstream.keepalive_pool)
+        }
+        Ok(_) => {}
         Err(Cut::BeforeHead) => {
             let f = Failure::new(UpstreamErrorKind::InvalidResponse);
-            failed(io, req, done, stamp, f).await
+            failed(io, fwd.req, done, fwd.stamp, f).await
         }
         Err(Cut::After(kind)) => {
             // The head went out: the client can only learn of it by the connection closing.
@@ -705,6 +783,53 @@ async fn forward(
             done.outcome = Outcome::Error;
             done.error = error_name(kind);
         }
+    }
+}
+
+/// Forwards an upgrade request (a WebSocket handshake). A `101` is relayed and the connection
+/// becomes a tunnel ([`tunnel::relay`]) until either side ends it, it idles for the path
+/// rule's idle timeout, or shutdown drains it; any other answer is relayed as a response (and
+/// the connection closes).
+async fn upgrade(
+    fwd: &Forwarding<'_>,
+    io: &mut Stream,
+    early: &[u8],
+    rule: Option<usize>,
+    shutdown: &ShutdownWatch,
+    done: &mut Done,
+) {
+    let (mut up, resp, mut rbuf) = match send_request(fwd, io, done).await {
+        Ok(r) => r,
+        Err(f) => return failed(io, fwd.req, done, fwd.stamp, f).await,
+    };
+    if resp.status != 101 {
+        return respond(fwd, io, up, resp, rbuf, done).await;
+    }
+    done.status = 101;
+    rbuf.advance(resp.len);
+    if !send(io, &resp.out, done).await {
+        return;
+    }
+    let front = fwd.front;
+    let _open = front.metrics.websocket_opened(rule);
+    let websocket = fwd
+        .req
+        .header(&http::header::UPGRADE)
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    let bounds = tunnel::Bounds {
+        idle: fwd.plan.read_timeout,
+        drain: front.config().server.websocket_drain,
+    };
+    let pending = (early.to_vec(), rbuf.to_vec());
+    drop(rbuf);
+    let r = tunnel::relay(io, &mut up, pending, websocket, bounds, shutdown).await;
+    done.upgraded = true;
+    done.close = true;
+    done.bytes_sent = usize::try_from(r.to_client).unwrap_or(usize::MAX);
+    done.bytes_received = usize::try_from(r.from_client).unwrap_or(usize::MAX);
+    done.error = r.end.error();
+    if r.end.error().is_some() {
+        tracing::debug!(error = r.end.error(), "upgraded connection ended");
     }
 }
 
@@ -865,8 +990,34 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match parse(raw, &mut headers, true).0 {
             Verdict::Fast(r) => Ok(Some((r.conn.close, r.host.map(|h| h.map(String::from))))),
-            Verdict::HandOver(..) => Ok(None),
+            Verdict::HandOver(..) | Verdict::Upgrade(_) => Ok(None),
             Verdict::Refuse(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn upgrades_without_a_body_take_the_router_s_tunnel_on_both_engines() {
+        let ws = b"GET /terminal/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        for fast in [true, false] {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let (v, len) = parse(ws, &mut headers, fast);
+            assert!(matches!(v, Verdict::Upgrade(ref r) if r.upgrade), "fast {fast}");
+            assert_eq!(len, ws.len());
+        }
+        // With a body, `Expect`, over HTTP/1.0 or in absolute form: Pingora's engine, as before.
+        for other in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let (v, _) = parse(other, &mut headers, true);
+            assert!(
+                matches!(v, Verdict::HandOver(..)),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 

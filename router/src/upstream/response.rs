@@ -40,6 +40,14 @@ pub(crate) struct Parsed<'b, 'h> {
 }
 
 impl<'b> Parsed<'b, '_> {
+    /// The first `Upgrade` field (a `101`'s protocol).
+    pub fn upgrade(&self) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            .map(|h| h.value)
+    }
+
     /// The headers to send on to the client: without hop-by-hop ones, those the router's
     /// [`Stamp`] sets, and a Content-Length beside a transfer coding (RFC 9112 §6.3); repeated
     /// equal lengths once.
