@@ -8,6 +8,8 @@
 #   benches/load/memory.sh
 #   ROUTES=100000 CONNS=10000 benches/load/memory.sh
 #   LISTENER=https benches/load/memory.sh      # the idle connections are TLS connections
+#   SCENARIO=websockets benches/load/memory.sh # open WebSockets and their throughput, router
+#                                              # beside nginx (see websockets() below)
 #
 # What it does, all on loopback: starts a redis-server (no persistence) and writes ROUTES route
 # records into it (the contract of docs/routes.md: hash `hubify:route:<label>`), starts the
@@ -35,6 +37,129 @@ if (($(ulimit -n) < need)); then
 fi
 
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2/1024 }' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# SCENARIO=websockets: WS (default 1000) WebSockets held open through the router and through
+# nginx (one worker each, both proxying to the same upstream, benches/load/ws.py), one message
+# each way on each socket, then idle; prints each proxy's RSS growth per socket. Then the
+# throughput of one WebSocket stream (upstream to client, FLOOD bytes, default 2 GiB, best of
+# 3) through each. LISTENER=https: the clients speak TLS to both proxies.
+websockets() {
+  local n=${WS:-1000} flood=${FLOOD:-2147483648}
+  local up r_http r_tls ngx_http ngx_tls
+  up=$(free_port); r_http=$(free_port); r_tls=$(free_port); ngx_http=$(free_port); ngx_tls=$(free_port)
+  bench_cert
+  python3 benches/load/ws.py serve "$up" > "$WORK/ws-up.log" 2>&1 & PIDS+=($!)
+  { router_server 1; router_listeners "$r_http" "$r_tls"; static_routes $(seq 0 999); } > "$WORK/router.toml"
+  cat >> "$WORK/router.toml" <<TOML
+[log]
+level = "warn"
+access = false
+[[paths]]
+prefix = "/terminal"
+port = $up
+idle_timeout = "1h"
+[[paths]]
+prefix = "/"
+port = $up
+TOML
+  $BIN check --config "$WORK/router.toml" >&2
+  $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
+  local router=$!
+  mkdir -p "$WORK/ngx"
+  cat > "$WORK/ngx/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/ngx/nginx.pid;
+error_log $WORK/ngx/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  upstream ws { server 127.0.0.1:$up; }
+  server {
+    listen 127.0.0.1:$ngx_http;
+    listen 127.0.0.1:$ngx_tls ssl;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://ws;
+      proxy_http_version 1.1;
+      proxy_set_header Host \$host;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_read_timeout 1h;
+      proxy_send_timeout 1h;
+    }
+  }
+}
+NGX
+  nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+  local master=$!
+  wait_port "$up"; wait_port "$r_http"; wait_port "$r_tls"; wait_port "$ngx_http"; wait_port "$ngx_tls"
+  local worker
+  worker=$(pgrep -P "$master" | head -1)
+  local tls=() rport=$r_http nport=$ngx_http
+  if [[ $LISTENER == https ]]; then tls=(https); rport=$r_tls; nport=$ngx_tls; fi
+
+  # measure NAME PID PORT: RSS growth per WebSocket held open through PORT.
+  measure() {
+    local name=$1 pid=$2 port=$3 before after opened
+    # Warm-up: a few sockets opened and closed, so first-use allocations are not counted.
+    mkfifo "$WORK/hold-$name-warm"
+    python3 benches/load/ws.py hold "$port" 10 "$WORK/hold-$name-warm" "${tls[@]}" > /dev/null &
+    local warm=$!
+    sleep 1; echo > "$WORK/hold-$name-warm"; wait "$warm"
+    sleep 1
+    before=$(rss_kib "$pid")
+    mkfifo "$WORK/hold-$name"
+    python3 benches/load/ws.py hold "$port" "$n" "$WORK/hold-$name" "${tls[@]}" > "$WORK/hold-$name.txt" &
+    local client=$!
+    PIDS+=($client)
+    for _ in $(seq 1 1200); do
+      [[ -s $WORK/hold-$name.txt ]] && break
+      kill -0 "$client" 2>/dev/null || break
+      sleep 0.1
+    done
+    sleep "${SETTLE:-2}" # idle: buffers given back
+    after=$(rss_kib "$pid")
+    opened=$(cat "$WORK/hold-$name.txt")
+    echo > "$WORK/hold-$name"
+    wait "$client" || true
+    printf '  %-8s %-22s RSS %7.1f -> %7.1f MiB   per WebSocket: %5.1f KiB\n' "$name" "($opened)" \
+      "$(awk -v k="$before" 'BEGIN { print k/1024 }')" "$(awk -v k="$after" 'BEGIN { print k/1024 }')" \
+      "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN { print (a-b)/n }')"
+  }
+  echo
+  echo "$n open WebSockets ($LISTENER), one worker each, idle after one message each way:"
+  measure router "$router" "$rport"
+  measure nginx "$worker" "$nport"
+
+  echo
+  echo "one WebSocket stream upstream -> client, $((flood / 1048576)) MiB, best of 3 (MB/s):"
+  local name port best r
+  for name in router nginx; do
+    port=$rport; [[ $name == nginx ]] && port=$nport
+    best=0
+    for _ in 1 2 3; do
+      r=$(python3 benches/load/ws.py stream "$port" "$flood" "${tls[@]}")
+      ((r > best)) && best=$r
+    done
+    printf '  %-8s %6s MB/s\n' "$name" "$best"
+    eval "tp_$name=$best"
+  done
+  echo "  router/nginx: $(awk -v a="$tp_router" -v b="$tp_nginx" 'BEGIN { printf "%.2f", a/b }')"
+}
+
+if [[ ${SCENARIO:-} == websockets ]]; then
+  need=$(( ${WS:-1000} * 2 + 1024 ))
+  if (($(ulimit -n) < need)); then
+    ulimit -n "$need" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  fi
+  websockets
+  exit 0
+fi
 
 UP=$(free_port); REDIS=$(free_port); R_HTTP=$(free_port); R_TLS=$(free_port); OPS=$(free_port)
 bench_cert

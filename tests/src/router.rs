@@ -132,6 +132,8 @@ pub struct EdgeConfig {
     pub fast_path: Option<bool>,
     /// `server.header_timeout`; `None` leaves the router's default.
     pub header_timeout: Option<String>,
+    /// `server.websocket_drain`; `None` leaves the router's default.
+    pub websocket_drain: Option<String>,
     /// `listeners.http.behind_fly`.
     pub behind_fly: bool,
     /// The body of an `[auth]` table.
@@ -173,6 +175,7 @@ impl EdgeConfig {
             log_level: "info".to_owned(),
             fast_path: None,
             header_timeout: None,
+            websocket_drain: None,
             behind_fly: false,
             auth: None,
             env: Vec::new(),
@@ -277,6 +280,13 @@ impl EdgeConfig {
         self
     }
 
+    /// Sets `server.websocket_drain`: how long open WebSockets get at shutdown to answer the
+    /// router's close frames.
+    pub fn websocket_drain(mut self, d: &str) -> Self {
+        self.websocket_drain = Some(d.to_owned());
+        self
+    }
+
     pub fn grace_period(mut self, d: &str) -> Self {
         self.grace_period = d.to_owned();
         self
@@ -329,6 +339,10 @@ impl EdgeConfig {
         if let Some(d) = &self.header_timeout {
             // Still inside the [server] table.
             let _ = writeln!(t, "header_timeout = {}\n", toml_str(d));
+        }
+        if let Some(d) = &self.websocket_drain {
+            // Still inside the [server] table.
+            let _ = writeln!(t, "websocket_drain = {}\n", toml_str(d));
         }
         if let Some(port) = self.https {
             let _ = writeln!(

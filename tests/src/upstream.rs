@@ -6,12 +6,24 @@
 //!   binary frames (this is the ttyd stand-in); the paths of WebSocket requests are recorded.
 //! - [`Upstream::slow`]: the same, after a delay.
 //! - [`Upstream::black_hole`]: accepts connections, reads whatever comes, never answers.
+//! - [`Upstream::refuse_upgrade`]: the echo, except that WebSocket handshakes get a fixed status
+//!   and body instead of a `101`.
+//! - [`Upstream::half_close`]: accepts a WebSocket handshake, then reads raw bytes until the peer
+//!   shuts down its write side, records them, and only then writes [`HALF_CLOSE_REPLY`] (an
+//!   unmasked text frame) and closes.
+//! - [`Upstream::flood`]: accepts a WebSocket handshake, then writes binary frames of
+//!   [`FLOOD_FRAME`] bytes (frame `i` filled with [`flood_byte`]`(i)`) as fast as the connection
+//!   takes them, up to a total.
+//!
+//! The echo's WebSocket records the close code of every close frame it receives
+//! ([`Upstream::ws_closes`]), and a text message `close-with:<code>` makes it start the close
+//! handshake itself with that code.
 //!
 //! Every server records what it saw; [`Upstream::wait_for_requests`] lets a test wait for a request
 //! to have arrived instead of sleeping.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +34,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -58,6 +71,24 @@ enum Behaviour {
     BlackHole,
     /// Every plain request gets this HTML page; WebSocket handshakes get the echo.
     Page(&'static str),
+    /// WebSocket handshakes get this status and body; other requests the echo.
+    RefuseUpgrade(u16, &'static str),
+    /// WebSocket handshakes: raw bytes read until EOF, then [`HALF_CLOSE_REPLY`].
+    HalfClose,
+    /// WebSocket handshakes: binary frames, this many bytes of payload in all.
+    Flood(u64),
+}
+
+/// What [`Upstream::half_close`] writes once it has read EOF: an unmasked text frame
+/// `after-eof`.
+pub const HALF_CLOSE_REPLY: &[u8] = b"\x81\x09after-eof";
+
+/// The payload size of each frame [`Upstream::flood`] writes.
+pub const FLOOD_FRAME: usize = 1 << 20;
+
+/// The byte frame `i` of a flood is filled with.
+pub fn flood_byte(i: u64) -> u8 {
+    u8::try_from(i % 251).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -65,6 +96,12 @@ struct State {
     requests: Mutex<Vec<Seen>>,
     connections: AtomicUsize,
     changed: Notify,
+    /// Close codes of the close frames the WebSocket handlers received (`None`: no code).
+    ws_closes: Mutex<Vec<Option<u16>>>,
+    /// [`Behaviour::HalfClose`]: the bytes each connection read before EOF.
+    half_closed: Mutex<Vec<Vec<u8>>>,
+    /// [`Behaviour::Flood`]: payload bytes written so far, all connections together.
+    flooded: AtomicU64,
 }
 
 impl State {
@@ -113,6 +150,21 @@ impl Upstream {
         Self::start(name, Behaviour::BlackHole).await
     }
 
+    /// The echo, except that WebSocket handshakes get `status` with `body` (text/plain).
+    pub async fn refuse_upgrade(name: &str, status: u16, body: &'static str) -> Upstream {
+        Self::start(name, Behaviour::RefuseUpgrade(status, body)).await
+    }
+
+    /// Accepts WebSocket handshakes; reads until EOF, then writes [`HALF_CLOSE_REPLY`].
+    pub async fn half_close(name: &str) -> Upstream {
+        Self::start(name, Behaviour::HalfClose).await
+    }
+
+    /// Accepts WebSocket handshakes and writes `total` bytes of binary frames on each.
+    pub async fn flood(name: &str, total: u64) -> Upstream {
+        Self::start(name, Behaviour::Flood(total)).await
+    }
+
     async fn start(name: &str, behaviour: Behaviour) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -154,6 +206,48 @@ impl Upstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The close codes of the close frames received by WebSockets so far, in order (`None`: a
+    /// close frame without a code).
+    pub fn ws_closes(&self) -> Vec<Option<u16>> {
+        self.state
+            .ws_closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait (bounded) until at least `n` close frames have been received; returns their codes.
+    pub async fn wait_for_ws_closes(&self, n: usize, bound: Duration) -> Vec<Option<u16>> {
+        self.wait_until(bound, &format!("{n} WebSocket close frame(s)"), || {
+            self.ws_closes().len() >= n
+        })
+        .await;
+        self.ws_closes()
+    }
+
+    /// [`Upstream::half_close`]: what each connection read before EOF, for those that saw it.
+    pub fn half_closed(&self) -> Vec<Vec<u8>> {
+        self.state
+            .half_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wait (bounded) until `n` connections of [`Upstream::half_close`] have read EOF.
+    pub async fn wait_for_half_closed(&self, n: usize, bound: Duration) -> Vec<Vec<u8>> {
+        self.wait_until(bound, &format!("EOF on {n} WebSocket(s)"), || {
+            self.half_closed().len() >= n
+        })
+        .await;
+        self.half_closed()
+    }
+
+    /// [`Upstream::flood`]: payload bytes written so far.
+    pub fn flooded(&self) -> u64 {
+        self.state.flooded.load(Ordering::SeqCst)
     }
 
     /// Wait (bounded) until at least `n` HTTP requests (or WebSocket handshakes) have arrived.
@@ -215,7 +309,12 @@ async fn accept_loop(listener: TcpListener, name: String, behaviour: Behaviour, 
                         }
                     }
                 }
-                Behaviour::Echo | Behaviour::Slow(_) | Behaviour::Page(_) => {
+                Behaviour::Echo
+                | Behaviour::Slow(_)
+                | Behaviour::Page(_)
+                | Behaviour::RefuseUpgrade(..)
+                | Behaviour::HalfClose
+                | Behaviour::Flood(_) => {
                     let service = service_fn(move |req| {
                         let name = name.clone();
                         let state = state.clone();
@@ -281,7 +380,14 @@ async fn handle(
     });
 
     if websocket {
-        return accept_websocket(req);
+        if let Behaviour::RefuseUpgrade(status, body) = behaviour {
+            let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("text/plain"));
+            return resp;
+        }
+        return accept_websocket(req, behaviour, state.clone());
     }
     if let Behaviour::Page(html) = behaviour {
         let mut resp = Response::new(Full::new(Bytes::from_static(html.as_bytes())));
@@ -333,7 +439,11 @@ async fn handle(
     resp
 }
 
-fn accept_websocket(req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn accept_websocket(
+    req: Request<Incoming>,
+    behaviour: Behaviour,
+    state: Arc<State>,
+) -> Response<Full<Bytes>> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"missing key")));
         *resp.status_mut() = StatusCode::BAD_REQUEST;
@@ -344,16 +454,43 @@ fn accept_websocket(req: Request<Incoming>) -> Response<Full<Bytes>> {
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
+        match behaviour {
+            Behaviour::HalfClose => return half_close(TokioIo::new(upgraded), &state).await,
+            Behaviour::Flood(total) => return flood(TokioIo::new(upgraded), total, &state).await,
+            _ => {}
+        }
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             match msg {
+                Message::Text(ref t) if t.starts_with("close-with:") => {
+                    let code: u16 = t["close-with:".len()..].trim().parse().unwrap_or(1000);
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: "closed by the upstream".into(),
+                    };
+                    // Then the loop reads the peer's answer (recorded below).
+                    if ws.close(Some(frame)).await.is_err() {
+                        break;
+                    }
+                }
                 Message::Text(_) | Message::Binary(_) => {
                     if ws.send(msg).await.is_err() {
                         break;
                     }
                 }
-                Message::Close(_) => break,
+                Message::Close(frame) => {
+                    state
+                        .ws_closes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(frame.map(|f| u16::from(f.code)));
+                    state.changed.notify_waiters();
+                    // The answer tungstenite queued (when the peer started the handshake) goes
+                    // out on a flush; `close` would refuse to write after a close.
+                    let _ = ws.flush().await;
+                    break;
+                }
                 // Pings are answered by tungstenite itself on the next flush.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
                     let _ = ws.flush().await;
@@ -371,4 +508,59 @@ fn accept_websocket(req: Request<Incoming>) -> Response<Full<Bytes>> {
         h.insert("sec-websocket-accept", v);
     }
     resp
+}
+
+/// [`Behaviour::HalfClose`] after the `101`: everything until EOF is recorded, then the reply
+/// goes out on the half-closed connection.
+async fn half_close<S>(mut io: S, state: &State)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match io.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return,
+        }
+    }
+    state
+        .half_closed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(got);
+    state.changed.notify_waiters();
+    if io.write_all(HALF_CLOSE_REPLY).await.is_ok() && io.flush().await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+}
+
+/// [`Behaviour::Flood`] after the `101`: binary frames as fast as the connection takes them,
+/// then whatever the peer sends is read until it goes away.
+async fn flood<S>(mut io: S, total: u64, state: &State)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let len = FLOOD_FRAME as u64;
+    let mut header = vec![0x82, 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    let mut frame = vec![0u8; header.len() + FLOOD_FRAME];
+    frame[..header.len()].copy_from_slice(&header);
+    let mut i = 0u64;
+    while i * len < total {
+        frame[header.len()..].fill(flood_byte(i));
+        if io.write_all(&frame).await.is_err() {
+            return;
+        }
+        state.flooded.fetch_add(len, Ordering::SeqCst);
+        i += 1;
+    }
+    let _ = io.flush().await;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = io.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
 }

@@ -1001,7 +1001,10 @@ mod tests {
         for fast in [true, false] {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let (v, len) = parse(ws, &mut headers, fast);
-            assert!(matches!(v, Verdict::Upgrade(ref r) if r.upgrade), "fast {fast}");
+            assert!(
+                matches!(v, Verdict::Upgrade(ref r) if r.upgrade),
+                "fast {fast}"
+            );
             assert_eq!(len, ws.len());
         }
         // With a body, `Expect`, over HTTP/1.0 or in absolute form: Pingora's engine, as before.

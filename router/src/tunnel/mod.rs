@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use pingora_core::server::ShutdownWatch;
 use bytes::BytesMut;
+use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -157,8 +157,12 @@ impl Tunnel {
         C: AsyncRead + AsyncWrite + Unpin + ?Sized,
         U: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
-        let up = self.up.poll(cx, &mut *client, &mut *upstream, &mut self.last);
-        let down = self.down.poll(cx, &mut *upstream, &mut *client, &mut self.last);
+        let up = self
+            .up
+            .poll(cx, &mut *client, &mut *upstream, &mut self.last);
+        let down = self
+            .down
+            .poll(cx, &mut *upstream, &mut *client, &mut self.last);
         match (up, down) {
             (Poll::Ready(Err(end)), _) | (_, Poll::Ready(Err(end))) => Poll::Ready(end),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(if self.up.draining {
@@ -246,6 +250,11 @@ impl Half {
             return;
         }
         let Some(frames) = &self.frames else { return };
+        if self.eof {
+            // The source ended: its sink was (or is being) shut down; nothing more goes there.
+            self.closed = true;
+            return;
+        }
         if !frames.at_boundary() {
             return;
         }

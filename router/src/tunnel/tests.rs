@@ -205,5 +205,8 @@ async fn a_slow_reader_holds_back_the_other_side() {
     let (_c, mut u, _tx, _task) = start(true, long(), (Vec::new(), Vec::new()));
     let flood = vec![0u8; 1024 * 1024];
     let wrote = tokio::time::timeout(Duration::from_millis(500), u.write_all(&flood)).await;
-    assert!(wrote.is_err(), "a 1 MiB flood went through a reader that reads nothing");
+    assert!(
+        wrote.is_err(),
+        "a 1 MiB flood went through a reader that reads nothing"
+    );
 }
