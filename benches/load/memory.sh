@@ -41,17 +41,29 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # SCENARIO=websockets: WS (default 1000) WebSockets held open through the router and through
 # nginx (one worker each, both proxying to the same upstream, benches/load/ws.py), one message
-# each way on each socket, then idle; prints each proxy's RSS growth per socket. Then the
+# each way on each socket, then idle; prints each proxy's RSS growth per socket; the same for
+# WS idle keep-alive connections after one plain GET each (fresh processes for each). Then the
 # throughput of one WebSocket stream (upstream to client, FLOOD bytes, default 2 GiB, best of
 # 3) through each. LISTENER=https: the clients speak TLS to both proxies.
 websockets() {
   local n=${WS:-1000} flood=${FLOOD:-2147483648}
-  local up r_http r_tls ngx_http ngx_tls
-  up=$(free_port); r_http=$(free_port); r_tls=$(free_port); ngx_http=$(free_port); ngx_tls=$(free_port)
+  local up
+  up=$(free_port)
   bench_cert
   python3 benches/load/ws.py serve "$up" > "$WORK/ws-up.log" 2>&1 & PIDS+=($!)
-  { router_server 1; router_listeners "$r_http" "$r_tls"; static_routes $(seq 0 999); } > "$WORK/router.toml"
-  cat >> "$WORK/router.toml" <<TOML
+  wait_port "$up"
+  local tls=()
+  [[ $LISTENER == https ]] && tls=(https)
+  local router='' master='' worker='' rport nport
+
+  # proxies: a fresh router and a fresh nginx (the previous ones stopped), so that memory one
+  # measurement freed is not reused by the next; sets router, worker, rport, nport.
+  proxies() {
+    [[ -n $router ]] && kill "$router" "$master" 2>/dev/null && wait "$router" "$master" 2>/dev/null
+    local r_http r_tls ngx_http ngx_tls
+    r_http=$(free_port); r_tls=$(free_port); ngx_http=$(free_port); ngx_tls=$(free_port)
+    { router_server 1; router_listeners "$r_http" "$r_tls"; static_routes $(seq 0 999); } > "$WORK/router.toml"
+    cat >> "$WORK/router.toml" <<TOML
 [log]
 level = "warn"
 access = false
@@ -63,11 +75,11 @@ idle_timeout = "1h"
 prefix = "/"
 port = $up
 TOML
-  $BIN check --config "$WORK/router.toml" >&2
-  $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
-  local router=$!
-  mkdir -p "$WORK/ngx"
-  cat > "$WORK/ngx/nginx.conf" <<NGX
+    $BIN check --config "$WORK/router.toml" > /dev/null
+    $BIN run --config "$WORK/router.toml" > "$WORK/router.log" 2>&1 & PIDS+=($!)
+    router=$!
+    mkdir -p "$WORK/ngx"
+    cat > "$WORK/ngx/nginx.conf" <<NGX
 worker_processes 1;
 pid $WORK/ngx/nginx.pid;
 error_log $WORK/ngx/error.log warn;
@@ -95,26 +107,28 @@ http {
   }
 }
 NGX
-  nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-  local master=$!
-  wait_port "$up"; wait_port "$r_http"; wait_port "$r_tls"; wait_port "$ngx_http"; wait_port "$ngx_tls"
-  local worker
-  worker=$(pgrep -P "$master" | head -1)
-  local tls=() rport=$r_http nport=$ngx_http
-  if [[ $LISTENER == https ]]; then tls=(https); rport=$r_tls; nport=$ngx_tls; fi
+    nginx -c "$WORK/ngx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+    master=$!
+    wait_port "$r_http"; wait_port "$r_tls"; wait_port "$ngx_http"; wait_port "$ngx_tls"
+    worker=$(pgrep -P "$master" | head -1)
+    rport=$r_http; nport=$ngx_http
+    if [[ $LISTENER == https ]]; then rport=$r_tls; nport=$ngx_tls; fi
+  }
 
-  # measure NAME PID PORT: RSS growth per WebSocket held open through PORT.
+  # measure NAME PID PORT [MODE]: RSS growth per WebSocket (MODE hold) or idle keep-alive
+  # connection (MODE idle) held open through PORT.
   measure() {
-    local name=$1 pid=$2 port=$3 before after opened
+    local name=$1 pid=$2 port=$3 mode=${4:-hold} before after opened
     # Warm-up: a few sockets opened and closed, so first-use allocations are not counted.
     mkfifo "$WORK/hold-$name-warm"
-    python3 benches/load/ws.py hold "$port" 10 "$WORK/hold-$name-warm" "${tls[@]}" > /dev/null &
+    python3 benches/load/ws.py "$mode" "$port" 10 "$WORK/hold-$name-warm" "${tls[@]}" > /dev/null &
     local warm=$!
     sleep 1; echo > "$WORK/hold-$name-warm"; wait "$warm"
+    rm -f "$WORK/hold-$name-warm" "$WORK/hold-$name" "$WORK/hold-$name.txt"
     sleep 1
     before=$(rss_kib "$pid")
     mkfifo "$WORK/hold-$name"
-    python3 benches/load/ws.py hold "$port" "$n" "$WORK/hold-$name" "${tls[@]}" > "$WORK/hold-$name.txt" &
+    python3 benches/load/ws.py "$mode" "$port" "$n" "$WORK/hold-$name" "${tls[@]}" > "$WORK/hold-$name.txt" &
     local client=$!
     PIDS+=($client)
     for _ in $(seq 1 1200); do
@@ -127,14 +141,20 @@ NGX
     opened=$(cat "$WORK/hold-$name.txt")
     echo > "$WORK/hold-$name"
     wait "$client" || true
-    printf '  %-8s %-22s RSS %7.1f -> %7.1f MiB   per WebSocket: %5.1f KiB\n' "$name" "($opened)" \
+    printf '  %-8s %-22s RSS %7.1f -> %7.1f MiB   each: %5.1f KiB\n' "$name" "($opened)" \
       "$(awk -v k="$before" 'BEGIN { print k/1024 }')" "$(awk -v k="$after" 'BEGIN { print k/1024 }')" \
       "$(awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN { print (a-b)/n }')"
   }
   echo
   echo "$n open WebSockets ($LISTENER), one worker each, idle after one message each way:"
+  proxies
   measure router "$router" "$rport"
   measure nginx "$worker" "$nport"
+  echo
+  echo "$n idle keep-alive connections ($LISTENER), one plain GET each:"
+  proxies
+  measure router "$router" "$rport" idle
+  measure nginx "$worker" "$nport" idle
 
   echo
   echo "one WebSocket stream upstream -> client, $((flood / 1048576)) MiB, best of 3 (MB/s):"

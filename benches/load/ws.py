@@ -8,6 +8,9 @@ RFC 6455 handshake by hand, so that neither end costs more than the proxy betwee
                                    one message each way on each, prints "N open M ok", holds them
                                    until FIFO is written
   ws.py stream PORT BYTES [https]  reads a flood of BYTES through the proxy; prints MB/s
+  ws.py idle PORT N FIFO [https]   opens N keep-alive connections through the proxy, one plain GET
+                                   each (the upstream answers 200 "ok"), holds them idle until
+                                   FIFO is written
 """
 import asyncio
 import base64
@@ -45,18 +48,24 @@ def masked(opcode: int, payload: bytes) -> bytes:
 
 
 async def serve_one(reader, writer):
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        writer.close()
-        return
-    lines = head.decode("latin-1").split("\r\n")
-    path = lines[0].split(" ")[1]
-    fields = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            fields[name.strip().lower()] = value.strip()
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        path = lines[0].split(" ")[1]
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                fields[name.strip().lower()] = value.strip()
+        if "upgrade" in fields:
+            break
+        # A plain request (keep-alive connections of the idle measurement).
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        await writer.drain()
     key = fields.get("sec-websocket-key", "").encode()
     writer.write(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -127,6 +136,30 @@ def hold(port: int, n: int, fifo: str, tls: bool):
     open(fifo).read()
 
 
+def idle(port: int, n: int, fifo: str, tls: bool):
+    socks, ok = [], 0
+    for i in range(n):
+        host = f"w{i % 1000}.bench.test"
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["http/1.1"])
+            s = ctx.wrap_socket(s, server_hostname=host)
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while not (b"\r\n\r\n" in data and data.endswith(b"ok\n")):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        ok += data.startswith(b"HTTP/1.1 200")
+        socks.append(s)
+    print(f"{len(socks)} open {ok} ok", flush=True)
+    open(fifo).read()
+
+
 def stream(port: int, total: int, tls: bool):
     s, rest = connect(port, "w0.bench.test", f"/terminal/flood?bytes={total}", tls)
     got = len(rest)
@@ -149,6 +182,8 @@ if __name__ == "__main__":
         asyncio.run(serve(int(sys.argv[2])))
     elif mode == "hold":
         hold(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["https"])
+    elif mode == "idle":
+        idle(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["https"])
     elif mode == "stream":
         stream(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:] == ["https"])
     else:

@@ -236,15 +236,20 @@ async fn wait_idle(io: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownW
         Ok(Ok(false)) => {}
         Ok(Err(_)) | Err(_) => return Idle::Closed,
     }
-    // The stream cannot peek (TLS): wait with a buffer.
-    buf.reserve(HEAD_READ);
-    let read = tokio::time::timeout(rest, io.read_buf(buf));
+    // The stream cannot peek (TLS): wait for one byte, still without a buffer (the TLS layer
+    // keeps the rest of its record; `read_head` reads it with one).
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(rest, io.read(&mut first));
     let r = tokio::select! {
         r = read => r,
         _ = changed(shutdown) => return Idle::Closed,
     };
     match r {
-        Ok(Ok(n)) if n > 0 => Idle::Data,
+        Ok(Ok(1)) => {
+            buf.reserve(HEAD_READ);
+            buf.extend_from_slice(&first);
+            Idle::Data
+        }
         _ => Idle::Closed,
     }
 }
