@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{parse_duration, ConfDuration};
-pub use route::{is_valid_label, Route, RouteError};
+pub use route::{is_valid_label, Limits, Route, RouteError};
 pub use surface::{Dispatch, DnsProvider, Fallback, LogFormat};
 
 /// The configuration the router runs on when no `--config` is given: local development, one
@@ -65,6 +65,8 @@ pub struct Config {
     /// `[auth]`: present when any path rule has `auth = "token"` (and only then required).
     pub auth: Option<Auth>,
     pub log: Log,
+    /// `[limits]`: the default per-workspace limits (a route record's own values win).
+    pub limits: Limits,
 }
 
 /// Who may use a path rule.
@@ -470,6 +472,33 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// `[limits]`: each a whole number from 1 to [`Limits::MAX`].
+    fn limits(&self, raw: &surface::Limits) -> Result<Limits, ConfigError> {
+        let one = |key: &str, v: Option<i64>| -> Result<Option<u32>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(n) if (1..=i64::from(Limits::MAX)).contains(&n) => Ok(Some(n as u32)),
+                Some(_) => Err(self.err(
+                    format!("limits.{key}"),
+                    format!("must be a whole number from 1 to {}", Limits::MAX),
+                )),
+            }
+        };
+        let limits = Limits {
+            requests_per_second: one("requests_per_second", raw.requests_per_second)?,
+            burst: one("burst", raw.burst)?,
+            concurrent_requests: one("concurrent_requests", raw.concurrent_requests)?,
+            websockets: one("websockets", raw.websockets)?,
+        };
+        if limits.burst.is_some() && limits.requests_per_second.is_none() {
+            return Err(self.err(
+                "limits.burst",
+                "needs limits.requests_per_second (the rate the bucket refills at)",
+            ));
+        }
+        Ok(limits)
+    }
+
     fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
@@ -507,6 +536,15 @@ impl Validator<'_> {
             upgrade_socket: PathBuf::new(),
             websocket_drain: d(raw.server.websocket_drain, Duration::from_secs(5)),
         };
+        if raw.server.websocket_drain.is_none() {
+            // The default never outlasts a short shutdown bound.
+            server.websocket_drain = server.websocket_drain.min(server.shutdown_timeout);
+        } else if server.websocket_drain > server.shutdown_timeout {
+            return Err(self.err(
+                "server.websocket_drain",
+                "must not be longer than server.shutdown_timeout (the process ends then)",
+            ));
+        }
         if server.header_timeout.is_zero() {
             return Err(self.err("server.header_timeout", "must be longer than zero"));
         }
@@ -637,6 +675,7 @@ impl Validator<'_> {
         if let Err(why) = check_log_level(&level) {
             return Err(self.err("log.level", why));
         }
+        let limits = self.limits(&raw.limits)?;
         let log = Log {
             format: raw.log.format.unwrap_or_default(),
             level,
@@ -660,6 +699,7 @@ impl Validator<'_> {
             acme,
             auth,
             log,
+            limits,
         })
     }
 

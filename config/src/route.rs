@@ -31,6 +31,51 @@ pub struct Route {
     pub address: Option<IpAddr>,
     /// Sessions issued under another epoch are refused (`hubify-edge routes revoke` bumps it).
     pub auth_epoch: u64,
+    /// This workspace's limits (each unset one: the `[limits]` default).
+    pub limits: Limits,
+}
+
+/// Per-workspace limits, per replica: a token bucket of requests per second with a burst,
+/// concurrent requests, open WebSockets. `None`: no limit (or, in a route record, the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub requests_per_second: Option<u32>,
+    /// Requests the bucket holds (default: the rate).
+    pub burst: Option<u32>,
+    pub concurrent_requests: Option<u32>,
+    pub websockets: Option<u32>,
+}
+
+impl Limits {
+    /// The largest value a limit may have.
+    pub const MAX: u32 = 1_000_000;
+
+    /// A limit's value as written in a route record or on the command line: a whole number from
+    /// 1 to [`Limits::MAX`].
+    pub fn parse(field: &'static str, value: &str) -> Result<u32, RouteError> {
+        match value.trim().parse::<u32>() {
+            Ok(n) if (1..=Limits::MAX).contains(&n) => Ok(n),
+            _ => Err(RouteError {
+                field,
+                message: format!("{value:?} is not a whole number from 1 to {}", Limits::MAX),
+            }),
+        }
+    }
+
+    /// These limits, each unset one taken from `defaults`.
+    pub fn or(self, defaults: &Limits) -> Limits {
+        Limits {
+            requests_per_second: self.requests_per_second.or(defaults.requests_per_second),
+            burst: self.burst.or(defaults.burst),
+            concurrent_requests: self.concurrent_requests.or(defaults.concurrent_requests),
+            websockets: self.websockets.or(defaults.websockets),
+        }
+    }
+
+    /// Any limit set.
+    pub fn any(&self) -> bool {
+        *self != Limits::default()
+    }
 }
 
 /// Why a route record is not usable; `field` is the record's field name.
@@ -124,6 +169,7 @@ impl Route {
             region,
             address,
             auth_epoch: 0,
+            limits: Limits::default(),
         })
     }
 }

@@ -35,6 +35,18 @@ pub struct File {
     pub auth: Option<Auth>,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]`: the default per-workspace limits (per replica); off unless set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub requests_per_second: Option<i64>,
+    pub burst: Option<i64>,
+    pub concurrent_requests: Option<i64>,
+    pub websockets: Option<i64>,
 }
 
 /// `[auth]`: verifying the Hubify API's tokens for protected path rules.

@@ -369,3 +369,43 @@ fn upgrade_socket_is_an_absolute_socket_path() {
         std::path::PathBuf::from("/run/e.sock")
     );
 }
+
+#[test]
+fn websocket_drain_fits_the_shutdown_bound() {
+    let c = Config::from_toml(&with(""), "t.toml").unwrap();
+    assert_eq!(c.server.websocket_drain, Duration::from_secs(5));
+    // The default shrinks to a shorter shutdown bound; an explicit longer value is an error.
+    let c = Config::from_toml(&with("[server]\nshutdown_timeout = \"2s\""), "t.toml").unwrap();
+    assert_eq!(c.server.websocket_drain, Duration::from_secs(2));
+    let e = err(&with(
+        "[server]\nshutdown_timeout = \"2s\"\nwebsocket_drain = \"3s\"",
+    ));
+    assert_eq!(e.key, "server.websocket_drain", "{e}");
+}
+
+#[test]
+fn limits_are_whole_numbers_and_a_burst_needs_a_rate() {
+    let c = Config::from_toml(&with(""), "t.toml").unwrap();
+    assert!(!c.limits.any());
+    let c = Config::from_toml(
+        &with("[limits]\nrequests_per_second = 5\nburst = 10\nconcurrent_requests = 3\nwebsockets = 2"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.limits.requests_per_second, Some(5));
+    assert_eq!(c.limits.burst, Some(10));
+    assert_eq!(c.limits.concurrent_requests, Some(3));
+    assert_eq!(c.limits.websockets, Some(2));
+    for (bad, key) in [
+        ("requests_per_second = 0", "limits.requests_per_second"),
+        ("websockets = -1", "limits.websockets"),
+        (
+            "concurrent_requests = 2000000",
+            "limits.concurrent_requests",
+        ),
+        ("burst = 4", "limits.burst"),
+    ] {
+        let e = err(&with(&format!("[limits]\n{bad}")));
+        assert_eq!(e.key, key, "{bad}: {e}");
+    }
+}

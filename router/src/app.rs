@@ -236,6 +236,7 @@ pub fn build(
         routes: Arc::new(routes),
         fly: Arc::new(fly),
         auth,
+        limits: Default::default(),
     });
     let mut slots = Vec::new();
 

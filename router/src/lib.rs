@@ -20,6 +20,7 @@ pub mod front;
 pub mod h1;
 pub mod host;
 pub mod http2;
+pub mod limits;
 pub mod listen;
 pub mod logging;
 pub mod metrics;

@@ -67,6 +67,18 @@ enum RoutesCommand {
         /// Explicit IP address, used instead of a 6PN lookup.
         #[arg(long)]
         address: Option<String>,
+        /// Requests per second this workspace may make on each router (a token bucket).
+        #[arg(long)]
+        requests_per_second: Option<String>,
+        /// Requests the bucket holds (default: the rate).
+        #[arg(long)]
+        burst: Option<String>,
+        /// Requests in flight at once on each router.
+        #[arg(long)]
+        concurrent_requests: Option<String>,
+        /// Open WebSockets on each router.
+        #[arg(long)]
+        max_websockets: Option<String>,
     },
     /// Print a route's fields (exit 1 when there is none or it is malformed).
     Get { label: String },
@@ -334,8 +346,20 @@ fn routes_command(config: &Config, source: &str, action: RoutesCommand) -> ExitC
             machine,
             region,
             address,
+            requests_per_second,
+            burst,
+            concurrent_requests,
+            max_websockets,
             ..
-        } => match validate(app, machine, region.as_deref(), address.as_deref()) {
+        } => match validate(app, machine, region.as_deref(), address.as_deref()).and_then(|r| {
+            let limits = hubify_edge::routes::admin::limits(
+                requests_per_second.as_deref(),
+                burst.as_deref(),
+                concurrent_requests.as_deref(),
+                max_websockets.as_deref(),
+            )?;
+            Ok(hubify_edge_config::Route { limits, ..r })
+        }) {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("hubify-edge routes set: {e}");

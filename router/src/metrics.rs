@@ -186,6 +186,8 @@ label_enum! {
         Error => "error",
         /// Not replayable: the body may exceed Fly's 1 MiB replay limit (413).
         TooLarge => "too_large",
+        /// Beyond one of the workspace's limits (429).
+        Limited => "limited",
         /// Already replayed once (`fly-replay-src`): refused to avoid a loop (508).
         Loop => "loop",
         /// Fly's edge gave the replay back (`fly-replay-failed`): 503.
@@ -593,6 +595,33 @@ static AUTH: LazyLock<Box<[IntCounter]>> = LazyLock::new(|| {
 /// Counts one access check.
 pub fn auth(result: AuthResult) {
     AUTH[result.index()].inc();
+}
+
+label_enum! {
+    /// Which of a workspace's limits refused a request.
+    pub enum LimitKind {
+        /// Requests per second (the token bucket is empty).
+        Rate => "rate",
+        /// Concurrent requests.
+        Concurrency => "concurrency",
+        /// Open WebSockets.
+        Websockets => "websockets",
+    }
+}
+
+static LIMITED: LazyLock<Box<[IntCounter]>> = LazyLock::new(|| {
+    let v = counter_vec(
+        "hubify_limited_total",
+        "Requests refused with 429 because their workspace is beyond one of its limits \
+         (per replica), by limit.",
+        &["kind"],
+    );
+    by(LimitKind::ALL, |k| v.with_label_values(&[k.as_str()]))
+});
+
+/// Counts one request refused by a workspace limit.
+pub fn limited(kind: LimitKind) {
+    LIMITED[kind.index()].inc();
 }
 
 /// Counters and gauges of the route cache and its Redis store. One process-wide instance,

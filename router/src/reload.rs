@@ -122,6 +122,7 @@ impl Reloader {
             routes,
             fly: current.fly.clone(),
             auth,
+            limits: current.limits.clone(),
         });
         for (mode, slot) in &self.slots {
             slot.store(Arc::new(Front::new(*mode, shared.clone())));

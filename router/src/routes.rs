@@ -143,5 +143,9 @@ fn record_json(r: &Route) -> serde_json::Value {
         "region": r.region.as_deref(),
         "address": r.address.map(|a| a.to_string()),
         "auth_epoch": r.auth_epoch,
+        "requests_per_second": r.limits.requests_per_second,
+        "burst": r.limits.burst,
+        "concurrent_requests": r.limits.concurrent_requests,
+        "max_websockets": r.limits.websockets,
     })
 }

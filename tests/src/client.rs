@@ -783,3 +783,50 @@ where
         Err(_) => Err(format!("no echo within {bound:?}").into()),
     }
 }
+
+/// The next message other than ping/pong, bounded (panics with `tag` when none comes in
+/// `bound`); `Err` when the stream fails or ends first.
+pub async fn ws_next_message<S>(
+    ws: &mut WebSocketStream<S>,
+    bound: Duration,
+    tag: &str,
+) -> Result<tokio_tungstenite::tungstenite::Message, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let fut = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Ok(m),
+                Some(Err(e)) => return Err(format!("error: {e}")),
+                None => return Err("end of stream".to_owned()),
+            }
+        }
+    };
+    tokio::time::timeout(bound, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{tag}: no message within {bound:?}"))
+}
+
+/// Reads (so that tungstenite sends any close reply it owes) until the stream ends, bounded;
+/// panics on data after the close handshake.
+pub async fn ws_read_until_closed<S>(ws: &mut WebSocketStream<S>, bound: Duration, tag: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let fut = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(m, Message::Text(_) | Message::Binary(_)) {
+                panic!("{tag}: data after the close handshake: {m:?}");
+            }
+        }
+    };
+    tokio::time::timeout(bound, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{tag}: the WebSocket was not closed within {bound:?}"));
+}

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hubify_edge_tests::certs::{self, Ca};
 use hubify_edge_tests::client::{
     error_chain, https_alpn, peer_leaf, tls_connect, try_http, try_https_alpn, ws_connect_plain,
-    ws_roundtrip, H2Conn, Resp, ALPN_H1, ALPN_H2,
+    ws_next_message, ws_read_until_closed, ws_roundtrip, H2Conn, Resp, ALPN_H1, ALPN_H2,
 };
 use hubify_edge_tests::ops::{
     cli, cli_config, ops_get, rewrite_config, scrape, scrape_until, sighup, sigquit, socket_in,
@@ -26,6 +26,7 @@ use hubify_edge_tests::{
     free_port, host, EdgeConfig, PathRule, Req, Router, Stack, Trust, Upstream,
 };
 use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a reload (or its refusal) may take to show in the log.
@@ -497,6 +498,25 @@ fn client_loop(
     })
 }
 
+/// Waits (bounded: 10 s) until `pid_file` names `router`: it serves and is the process the next
+/// `run --upgrade` takes over from.
+async fn wait_for_pid_file(pid_file: &Path, router: &Router) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(pid_file)
+        .map(|s| s.trim().to_owned())
+        .ok()
+        != Some(router.pid().to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} does not hold the pid of process {}",
+            pid_file.display(),
+            router.pid()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_hands_the_listening_sockets_over_without_a_failed_request() {
     let gateway = Upstream::echo("gateway").await;
@@ -512,19 +532,7 @@ async fn upgrade_hands_the_listening_sockets_over_without_a_failed_request() {
 
     // A records itself for the next upgrade once it serves.
     let pid_file = dir.path().join("up.sock.pid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&pid_file)
-        .map(|s| s.trim().to_owned())
-        .ok()
-        != Some(a.pid().to_string())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{} does not hold A's pid",
-            pid_file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_pid_file(&pid_file, &a).await;
 
     let tally = Arc::new(Tally::default());
     let a_exited = Arc::new(AtomicBool::new(false));
@@ -621,6 +629,101 @@ async fn upgrade_hands_the_listening_sockets_over_without_a_failed_request() {
         Some(b.pid().to_string()),
         "the pid file does not name B"
     );
+}
+
+/// The one-host upgrade drains the old process's open WebSockets as SIGTERM does: they keep
+/// flowing through Pingora's 5 s overlap, then the client and the upstream each get
+/// `1001 Going Away`; A exits 0 once they are closed (overlap + `websocket_drain` + slack, long
+/// before `shutdown_timeout`), and a new WebSocket on the same port is served by B.
+///
+/// `fast_path = true` only: the drain is the tunnel's own code, the same on both engines (and
+/// websocket.rs runs the SIGTERM drain on both). Without the drain at the hand-over, A holds the
+/// WebSocket until `shutdown_timeout` (60 s): no close frame comes and the exit bound fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_drains_the_old_process_websockets_with_going_away() {
+    // Pingora's overlap (5 s) + websocket_drain (3 s) + slack (4 s), from the hand-over.
+    const BOUND: Duration = Duration::from_secs(5 + 3 + 4);
+    let terminal = Upstream::echo("terminal").await;
+    let dir = tempfile::tempdir().expect("tempdir for the upgrade socket");
+    let socket = socket_in(dir.path(), "up.sock");
+    let cfg = EdgeConfig::new()
+        .fast_path(true)
+        .shutdown_timeout("60s")
+        .websocket_drain("3s")
+        .read_timeout("60s")
+        .path(PathRule::new("/terminal", terminal.port).strip());
+    let toml = toml_with_upgrade_socket(&cfg, &socket);
+    let mut a = Router::start_raw(&toml, &cfg.listener_ports()).await;
+    wait_for_pid_file(&dir.path().join("up.sock.pid"), &a).await;
+
+    let alice = host("alice");
+    let (mut ws, _) = ws_connect_plain(cfg.http_port(), &alice, "/terminal/ws")
+        .await
+        .expect("WebSocket through A");
+    let back = ws_roundtrip(&mut ws, Message::text("before"), Duration::from_secs(10))
+        .await
+        .expect("echo through A");
+    assert_eq!(back, Message::text("before"));
+
+    // B signals A itself (SIGQUIT via the pid file) and takes the sockets over.
+    let mut b = Router::spawn_upgrade(&toml);
+    a.wait_for_log_while_running(
+        "handing the listening sockets to the new process",
+        Duration::from_secs(20),
+    )
+    .await;
+    let handed = Instant::now();
+    // The hand-over does not cut the WebSocket: it still echoes during the overlap.
+    let back = ws_roundtrip(&mut ws, Message::text("overlap"), Duration::from_secs(3))
+        .await
+        .expect("echo through A during the overlap");
+    assert_eq!(back, Message::text("overlap"));
+
+    let tag = "A's WebSocket at the upgrade";
+    match ws_next_message(&mut ws, BOUND, tag).await {
+        Ok(Message::Close(Some(f))) => assert_eq!(
+            f.code,
+            CloseCode::Away,
+            "{tag}: the close frame the client got"
+        ),
+        other => panic!("{tag}: the client got {other:?}, not a 1001 close"),
+    }
+    let closed_after = handed.elapsed();
+    assert!(
+        closed_after >= Duration::from_secs(4),
+        "{tag}: closed {closed_after:?} after the hand-over, before Pingora's 5 s overlap ended"
+    );
+    // tungstenite answers the close as it reads on; A then closes the connection.
+    ws_read_until_closed(&mut ws, BOUND.saturating_sub(handed.elapsed()), tag).await;
+    let closes = terminal
+        .wait_for_ws_closes(1, BOUND.saturating_sub(handed.elapsed()))
+        .await;
+    assert_eq!(
+        closes,
+        vec![Some(1001)],
+        "the close codes the upstream received"
+    );
+    let status = a
+        .wait_exit(BOUND.saturating_sub(handed.elapsed()))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "A still running {BOUND:?} after the hand-over with its WebSocket drained \
+                 (overlap 5 s, drain 3 s; shutdown_timeout 60 s must not be what ends it)"
+            )
+        });
+    assert!(status.success(), "A exited with {status} after the upgrade");
+
+    // B alone on the port: a new WebSocket echoes.
+    assert!(b.try_exit().is_none(), "B is not running after the upgrade");
+    let (mut ws, _) = ws_connect_plain(cfg.http_port(), &alice, "/terminal/ws")
+        .await
+        .expect("WebSocket through B");
+    let back = ws_roundtrip(&mut ws, Message::text("after"), Duration::from_secs(10))
+        .await
+        .expect("echo through B");
+    assert_eq!(back, Message::text("after"));
+    assert_eq!(terminal.ws_paths().len(), 2, "{:?}", terminal.ws_paths());
 }
 
 /// SIGQUIT with no `run --upgrade` process waiting: one error line, and the router keeps

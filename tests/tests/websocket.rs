@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use hubify_edge_tests::client::{
-    tls_connect, ws_connect_plain, ws_connect_tls, ws_roundtrip, BoxError, ALPN_H1,
+    tls_connect, ws_connect_plain, ws_connect_tls, ws_next_message, ws_read_until_closed,
+    ws_roundtrip, BoxError, ALPN_H1,
 };
 use hubify_edge_tests::raw::{pseudo_random, End, Head, RawConn, RawUpstream, Reply};
 use hubify_edge_tests::upstream::{flood_byte, FLOOD_FRAME, HALF_CLOSE_REPLY};
@@ -231,37 +232,6 @@ async fn read_to_end(io: &mut BoxIo, bound: Duration) -> (Vec<u8>, End) {
     }
 }
 
-/// The next message that is not a ping/pong, bounded; `Err` when the stream ended (how).
-async fn next_message(ws: &mut Ws, bound: Duration, tag: &str) -> Result<Message, String> {
-    let fut = async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(m)) => return Ok(m),
-                Some(Err(e)) => return Err(format!("error: {e}")),
-                None => return Err("end of stream".to_owned()),
-            }
-        }
-    };
-    tokio::time::timeout(bound, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{tag}: no message within {bound:?}"))
-}
-
-/// Reads (so that tungstenite sends any close reply it owes) until the stream ends, bounded.
-async fn read_until_closed(ws: &mut Ws, bound: Duration, tag: &str) {
-    let fut = async {
-        while let Some(Ok(m)) = ws.next().await {
-            if matches!(m, Message::Text(_) | Message::Binary(_)) {
-                panic!("{tag}: data after the close handshake: {m:?}");
-            }
-        }
-    };
-    tokio::time::timeout(bound, fut)
-        .await
-        .unwrap_or_else(|_| panic!("{tag}: the WebSocket was not closed within {bound:?}"));
-}
-
 async fn ws_stack(
     idle: &str,
     read_timeout: &str,
@@ -416,7 +386,7 @@ async fn every_kind_of_message_is_echoed_on_both_engines_and_listeners() {
                     .await
                     .unwrap_or_else(|e| panic!("{tag}: send a fragment: {e}"));
             }
-            let back = next_message(&mut ws, ECHO_BOUND, &tag).await;
+            let back = ws_next_message(&mut ws, ECHO_BOUND, &tag).await;
             assert_eq!(
                 back,
                 Ok(Message::text("fragmented text")),
@@ -441,7 +411,7 @@ async fn every_kind_of_message_is_echoed_on_both_engines_and_listeners() {
             )))
             .await
             .unwrap_or_else(|e| panic!("{tag}: send a fragment: {e}"));
-            let back = next_message(&mut ws, ECHO_BOUND, &tag).await;
+            let back = ws_next_message(&mut ws, ECHO_BOUND, &tag).await;
             assert!(
                 back == Ok(Message::binary(chunk.clone())),
                 "{tag}: fragmented binary came back as {:?}",
@@ -491,7 +461,7 @@ async fn the_close_handshake_goes_through_from_either_side_on_both_engines() {
             }))
             .await
             .unwrap_or_else(|e| panic!("{tag}: send close: {e}"));
-            match next_message(&mut ws, ECHO_BOUND, &tag).await {
+            match ws_next_message(&mut ws, ECHO_BOUND, &tag).await {
                 Ok(Message::Close(Some(f))) => assert_eq!(
                     u16::from(f.code),
                     4000,
@@ -511,7 +481,7 @@ async fn the_close_handshake_goes_through_from_either_side_on_both_engines() {
             ws.send(Message::text("close-with:4001"))
                 .await
                 .unwrap_or_else(|e| panic!("{tag}: send: {e}"));
-            match next_message(&mut ws, ECHO_BOUND, &tag).await {
+            match ws_next_message(&mut ws, ECHO_BOUND, &tag).await {
                 Ok(Message::Close(Some(f))) => assert_eq!(
                     u16::from(f.code),
                     4001,
@@ -520,7 +490,7 @@ async fn the_close_handshake_goes_through_from_either_side_on_both_engines() {
                 other => panic!("{tag}: the client got {other:?} instead of a close frame"),
             }
             // Reading on sends tungstenite's answer; the connection then ends.
-            read_until_closed(&mut ws, ECHO_BOUND, &tag).await;
+            ws_read_until_closed(&mut ws, ECHO_BOUND, &tag).await;
             let closes = terminal.wait_for_ws_closes(before + 2, ECHO_BOUND).await;
             assert_eq!(
                 closes[before + 1],
@@ -715,7 +685,7 @@ async fn a_slow_reader_gets_back_pressure_not_buffering_on_both_engines() {
             // The relay is alive: the frames arrive, in order and intact.
             for (ws, tag) in &mut sockets {
                 for i in 0..4u64 {
-                    match next_message(ws, Duration::from_secs(30), tag).await {
+                    match ws_next_message(ws, Duration::from_secs(30), tag).await {
                         Ok(Message::Binary(b)) => assert!(
                             b.len() == FLOOD_FRAME && b.iter().all(|&x| x == flood_byte(i)),
                             "{tag}: flood frame {i} arrived altered ({} bytes)",
@@ -873,7 +843,7 @@ async fn sigterm_drains_open_websockets(fast: bool) {
     upgrades_are_refused_while_stopping(spare, &router, e).await;
 
     for (ws, tag) in &mut sockets {
-        match next_message(ws, DRAIN_EXIT_BOUND, tag).await {
+        match ws_next_message(ws, DRAIN_EXIT_BOUND, tag).await {
             Ok(Message::Close(Some(f))) => assert_eq!(
                 f.code,
                 CloseCode::Away,
@@ -884,7 +854,7 @@ async fn sigterm_drains_open_websockets(fast: bool) {
     }
     for (ws, tag) in &mut sockets {
         // tungstenite answers the close as it reads on; the router then closes.
-        read_until_closed(ws, DRAIN_EXIT_BOUND, tag).await;
+        ws_read_until_closed(ws, DRAIN_EXIT_BOUND, tag).await;
     }
     let closes = terminal.wait_for_ws_closes(2, DRAIN_EXIT_BOUND).await;
     assert_eq!(

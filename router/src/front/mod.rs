@@ -20,7 +20,7 @@ use crate::decide::{
 };
 use crate::fly::FlyNet;
 use crate::host::{classify, normalize_host, HostMatch};
-use crate::metrics::{self, AuthResult, Outcome, RequestMetrics, TlsVersion};
+use crate::metrics::{self, AuthResult, LimitKind, Outcome, RequestMetrics, TlsVersion};
 use crate::routes::{Lookup, RouteStore};
 use crate::tls::Handshake;
 
@@ -42,6 +42,8 @@ pub struct Shared {
     pub fly: Arc<FlyNet>,
     /// The access check of protected path rules (`[auth]`).
     pub auth: Option<Arc<Auth>>,
+    /// Per-workspace limits: kept across reloads (`[limits]` is read per request).
+    pub limits: Arc<crate::limits::Limiter>,
 }
 
 /// Header names read on every request, parsed once (a `&str` name is parsed on every lookup).
@@ -139,6 +141,8 @@ pub struct Plan {
     pub idle_timeout: Option<Duration>,
     /// What the access step changes in the forwarded head (only with `[auth]`).
     pub access: Option<Box<Access>>,
+    /// The workspace's concurrent-request or WebSocket slot, held until the request ends.
+    pub held: Option<crate::limits::Held>,
 }
 
 /// What the access step changes in a forwarded request head.
@@ -177,8 +181,8 @@ pub struct Page {
     pub outcome: Outcome,
     /// The sentence the page shows.
     pub detail: Cow<'static, str>,
-    /// Send `Retry-After: 5` (a temporary condition).
-    pub retry_after: bool,
+    /// Send `Retry-After` with this many seconds (a temporary condition).
+    pub retry_after: Option<u32>,
     /// HTTP/1: the connection closes after this page (besides every 400).
     pub close: bool,
     /// A 401 of the access step: `WWW-Authenticate: Bearer`, and this login link on the page.
@@ -191,6 +195,10 @@ pub struct Challenge {
     pub login: Option<String>,
 }
 
+/// The `Retry-After` seconds of a temporary condition (the route store, a waking machine, a
+/// restart).
+pub const RETRY_AFTER: u32 = 5;
+
 /// Receives the headers of one of the router's own answers, one by one.
 pub type PutHeader<'a> = &'a mut dyn FnMut(&'static str, &[u8]);
 
@@ -200,7 +208,7 @@ impl Page {
             status,
             outcome,
             detail: detail.into(),
-            retry_after: false,
+            retry_after: None,
             close: false,
             challenge: None,
         }
@@ -227,8 +235,8 @@ impl Page {
         put("content-type", content_type.as_bytes());
         put("content-length", body.len().to_string().as_bytes());
         put("cache-control", b"no-store");
-        if self.retry_after {
-            put("retry-after", b"5");
+        if let Some(secs) = self.retry_after {
+            put("retry-after", secs.to_string().as_bytes());
         }
         if self.challenge.is_some() {
             put("www-authenticate", b"Bearer realm=\"hubify\"");
@@ -367,7 +375,7 @@ impl Answer {
 
     fn retry(status: u16, outcome: Outcome, detail: impl Into<Cow<'static, str>>) -> Answer {
         Answer::Page(Page {
-            retry_after: true,
+            retry_after: Some(RETRY_AFTER),
             ..Page::new(status, outcome, detail)
         })
     }
@@ -585,7 +593,7 @@ impl Front {
         if req.is_upgrade() && crate::shutdown::stopping() {
             // Open WebSockets are about to be drained: a new one would be cut at once.
             return Answer::Page(Page {
-                retry_after: true,
+                retry_after: Some(RETRY_AFTER),
                 close: true,
                 ..Page::new(
                     503,
@@ -736,6 +744,11 @@ impl Front {
                     .auth
                     .as_deref()
                     .map(|a| Access::of(a, req, grant));
+                let limits = route.limits.or(&config.limits);
+                let held = match self.shared.limits.admit(&label, &limits, upgrade) {
+                    Ok(held) => held,
+                    Err(limited) => return limited_page(limited),
+                };
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -752,7 +765,7 @@ impl Front {
                                     tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
                                 }
                                 return Answer::Page(Page {
-                                    retry_after: retry,
+                                    retry_after: retry.then_some(RETRY_AFTER),
                                     ..Page::new(status, outcome, detail)
                                 });
                             }
@@ -767,6 +780,7 @@ impl Front {
                     read_timeout: idle_timeout.unwrap_or(config.upstream.read_timeout),
                     idle_timeout,
                     access,
+                    held,
                 })
             }
         }
@@ -875,6 +889,7 @@ impl Front {
                         .auth
                         .as_deref()
                         .map(|a| Access::of(a, req, grant)),
+                    held: None,
                 })
             }
         }
@@ -900,6 +915,20 @@ fn guarding_rule<'c>(
         .filter(|r| protected(r))
         .find(|r| prefix_matches(&r.prefix.to_ascii_lowercase(), &canonical))
         .or(matched)
+}
+
+/// The 429 of a request beyond one of its workspace's limits (counted by kind).
+fn limited_page(limited: crate::limits::Limited) -> Answer {
+    metrics::limited(limited.kind);
+    let detail = match limited.kind {
+        LimitKind::Rate => "This workspace is receiving too many requests; slow down.",
+        LimitKind::Concurrency => "This workspace has too many requests in progress; try again.",
+        LimitKind::Websockets => "This workspace has too many open terminal connections.",
+    };
+    Answer::Page(Page {
+        retry_after: Some(limited.retry_after),
+        ..Page::new(429, Outcome::Limited, detail)
+    })
 }
 
 /// The page of a refused access check: 401 with a `Bearer` challenge (and the login link), or

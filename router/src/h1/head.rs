@@ -127,7 +127,8 @@ pub(super) fn check_fields<'a>(
         (Some(_), None) => return Err(BAD_FRAMING),
         (None, n) => ReqBody::Length(n.unwrap_or(0)),
     };
-    let tunnel = upgrade && version == 1 && !special && body == ReqBody::Length(0);
+    // RFC 9110 §7.8: an upgrade names `upgrade` in Connection too.
+    let tunnel = upgrade && conn.upgrade && version == 1 && !special && body == ReqBody::Length(0);
     // Pingora tunnels any HTTP/1.1 request with an Upgrade field once the upstream answers 101
     // (the rare upgrade with a body or `Expect` it is given).
     let body = if upgrade && version == 1 {
@@ -197,7 +198,7 @@ pub(super) fn parse<'a>(
         Err(r) => return (Verdict::Refuse(r), len),
     };
     // An upgrade in origin form takes the router's own tunnel on both engines.
-    let tunnel = f.tunnel && target.starts_with('/');
+    let tunnel = f.tunnel && plain_path(target);
     let fast = tunnel
         || (fast
             && len <= HEAD_LIMIT

@@ -116,7 +116,8 @@ pub(crate) async fn serve(
         match next {
             Next::KeepAlive => buf.advance(consumed),
             Next::Close => {
-                Shutdown::shutdown(&mut *io).await;
+                // Bounded: a client that stopped reading never drains what is left to flush.
+                let _ = tokio::time::timeout(CLOSE_BOUND, Shutdown::shutdown(&mut *io)).await;
                 return;
             }
             Next::HandOver(body, head) => {
@@ -199,6 +200,9 @@ async fn read_head(
         }
     }
 }
+
+/// How long closing a connection may wait for its last bytes to be flushed.
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// How long a new connection's first request is awaited once the router is shutting down.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
@@ -629,6 +633,16 @@ struct ResponseHead {
     close: bool,
     /// The length of the upstream's head in its buffer.
     len: usize,
+    /// A `101`'s protocol (its `Upgrade` value).
+    protocol: Option<Vec<u8>>,
+}
+
+/// Whether the client's `Upgrade` value offers `protocol` (a comma-separated list of
+/// `name[/version]` tokens, RFC 9110 §7.8).
+fn offers(offered: &[u8], protocol: &[u8]) -> bool {
+    offered
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(protocol.trim_ascii()))
 }
 
 /// Parses an upstream response head at the start of `buf` and writes it for an HTTP/1.1
@@ -651,11 +665,13 @@ fn response_head(
     if framing == (Framing::Eof { rechunk: true }) {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    let mut switch = None;
     if parsed.status == 101 {
         // The switch the client asked for: the upstream's protocol, and the request id.
         let protocol = parsed
             .upgrade()
             .ok_or(Failure::new(UpstreamErrorKind::InvalidResponse))?;
+        switch = Some(protocol.to_vec());
         stamp.put(&mut |name, value| put_header(&mut out, name, value));
         out.extend_from_slice(b"connection: upgrade\r\n");
         put_header(&mut out, "upgrade", protocol);
@@ -672,6 +688,7 @@ fn response_head(
         reusable: parsed.reusable,
         close,
         len: parsed.len,
+        protocol: switch,
     }))
 }
 
@@ -682,8 +699,7 @@ async fn exchange(
     up: &mut TcpStream,
     head: &[u8],
     rbuf: &mut BytesMut,
-    plan: &Plan,
-    write_timeout: Duration,
+    (write_timeout, read_timeout): (Duration, Duration),
     reused: bool,
     (head_only, close, upgrade, stamp): (bool, bool, bool, &Stamp<'_>),
     done: &mut Done,
@@ -693,7 +709,7 @@ async fn exchange(
     let mut retryable = reused;
     loop {
         let parse = |b: &[u8]| response_head(b, head_only, close, stamp);
-        let resp = read_response_head(up, rbuf, plan.read_timeout, retryable, parse).await?;
+        let resp = read_response_head(up, rbuf, read_timeout, retryable, parse).await?;
         if !(100..200).contains(&resp.status) {
             return Ok(resp);
         }
@@ -735,12 +751,20 @@ async fn send_request(
     let head_only = req.method == "HEAD";
     let mut rbuf = BytesMut::with_capacity(BODY_READ);
     let args = (head_only, done.close, req.upgrade, stamp);
-    let wt = up_conf.write_timeout;
+    // An upgrade's answer is awaited like any response's; its idle timeout is the tunnel's.
+    let timeouts = (
+        up_conf.write_timeout,
+        if req.upgrade {
+            up_conf.read_timeout
+        } else {
+            plan.read_timeout
+        },
+    );
     let mut upstreams = Upstreams::new(plan.addr, up_conf);
     loop {
         let (mut up, reused) = upstreams.next().await?;
         rbuf.clear();
-        match exchange(io, &mut up, &head, &mut rbuf, plan, wt, reused, args, done).await {
+        match exchange(io, &mut up, &head, &mut rbuf, timeouts, reused, args, done).await {
             Ok(resp) => return Ok((up, resp, rbuf)),
             Err(f) if f.retry => continue,
             Err(f) => return Err(f),
@@ -810,6 +834,13 @@ async fn upgrade(
     if resp.status != 101 {
         return respond(fwd, io, up, resp, rbuf, done).await;
     }
+    // The switch must be to a protocol the client offered (RFC 9110 §7.8).
+    let offered = fwd.req.header(&http::header::UPGRADE).unwrap_or_default();
+    let Some(protocol) = resp.protocol.as_deref().filter(|p| offers(offered, p)) else {
+        let f = Failure::new(UpstreamErrorKind::InvalidResponse);
+        return failed(io, fwd.req, done, fwd.stamp, f).await;
+    };
+    let websocket = protocol.eq_ignore_ascii_case(b"websocket");
     done.status = 101;
     rbuf.advance(resp.len);
     if !send(io, &resp.out, done).await {
@@ -817,10 +848,6 @@ async fn upgrade(
     }
     let front = fwd.front;
     let _open = front.metrics.websocket_opened(rule);
-    let websocket = fwd
-        .req
-        .header(&http::header::UPGRADE)
-        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"));
     let bounds = tunnel::Bounds {
         idle: fwd.plan.read_timeout,
         drain: front.config().server.websocket_drain,
@@ -1212,6 +1239,7 @@ mod sizes {
             routes: Arc::new(routes),
             fly: Arc::new(fly),
             auth: None,
+            limits: Default::default(),
         });
         Front::new(
             ListenerMode::Plain(hubify_edge_config::Dispatch::Forward),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::AsyncConnectionConfig;
-use hubify_edge_config::{is_valid_label, Redis as RedisConfig, Route};
+use hubify_edge_config::{is_valid_label, Limits, Redis as RedisConfig, Route};
 
 use crate::routes::cached::Fetched;
 use crate::routes::redis::{
@@ -97,6 +97,48 @@ pub fn validate(
     })
 }
 
+/// The limits given on the command line (`--requests-per-second`, `--burst`,
+/// `--concurrent-requests`, `--max-websockets`), each a whole number from 1 to
+/// [`Limits::MAX`]; `--burst` needs a rate.
+pub fn limits(
+    requests_per_second: Option<&str>,
+    burst: Option<&str>,
+    concurrent_requests: Option<&str>,
+    max_websockets: Option<&str>,
+) -> Result<Limits, AdminError> {
+    let one = |flag: &'static str, field: &'static str, v: Option<&str>| {
+        v.map(|v| Limits::parse(field, v))
+            .transpose()
+            .map_err(|e| AdminError::Route {
+                flag,
+                field,
+                message: e.message,
+            })
+    };
+    let limits = Limits {
+        requests_per_second: one(
+            "requests-per-second",
+            "requests_per_second",
+            requests_per_second,
+        )?,
+        burst: one("burst", "burst", burst)?,
+        concurrent_requests: one(
+            "concurrent-requests",
+            "concurrent_requests",
+            concurrent_requests,
+        )?,
+        websockets: one("max-websockets", "max_websockets", max_websockets)?,
+    };
+    if limits.burst.is_some() && limits.requests_per_second.is_none() {
+        return Err(AdminError::Route {
+            flag: "burst",
+            field: "burst",
+            message: "needs --requests-per-second (the rate the bucket refills at)".into(),
+        });
+    }
+    Ok(limits)
+}
+
 impl Admin {
     /// Connects with the `[redis]` settings (its connect timeout; commands get a few seconds).
     pub async fn connect(redis: &RedisConfig) -> Result<Admin, AdminError> {
@@ -129,12 +171,24 @@ impl Admin {
         check_label(label)?;
         let key = self.key(label);
         let address = route.address.map(|a| a.to_string());
-        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(4);
+        let l = &route.limits;
+        let [rps, burst, concurrent, websockets] = [
+            l.requests_per_second,
+            l.burst,
+            l.concurrent_requests,
+            l.websockets,
+        ]
+        .map(|v| v.map(|n| n.to_string()));
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(8);
         for (name, value) in [
             ("app", route.app.as_deref()),
             ("machine_id", route.machine_id.as_deref()),
             ("region", route.region.as_deref()),
             ("address", address.as_deref()),
+            ("requests_per_second", rps.as_deref()),
+            ("burst", burst.as_deref()),
+            ("concurrent_requests", concurrent.as_deref()),
+            ("max_websockets", websockets.as_deref()),
         ] {
             if let Some(v) = value {
                 pairs.push((name, v));

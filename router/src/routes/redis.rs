@@ -19,7 +19,7 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisError};
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use hubify_edge_config::{is_valid_label, Config, Route};
+use hubify_edge_config::{is_valid_label, Config, Limits, Route};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -43,7 +43,17 @@ pub fn events_channel(prefix: &str) -> String {
 }
 
 /// The record fields the router reads; any other field is ignored.
-pub const FIELDS: [&str; 5] = ["app", "machine_id", "region", "address", "auth_epoch"];
+pub const FIELDS: [&str; 9] = [
+    "app",
+    "machine_id",
+    "region",
+    "address",
+    "auth_epoch",
+    "requests_per_second",
+    "burst",
+    "concurrent_requests",
+    "max_websockets",
+];
 
 /// Turns a route hash (field → value, as `HGETALL` returns it) into an answer. An empty hash is
 /// a missing key. Malformed records are [`Fetched::Invalid`] with a detail naming the key and the
@@ -52,7 +62,7 @@ pub fn parse_record(key: &str, fields: &HashMap<Vec<u8>, Vec<u8>>) -> Fetched {
     if fields.is_empty() {
         return Fetched::NotFound;
     }
-    let mut values: [Option<&str>; 5] = [None; 5];
+    let mut values: [Option<&str>; 9] = [None; 9];
     for (i, name) in FIELDS.iter().enumerate() {
         if let Some(raw) = fields.get(name.as_bytes()) {
             match std::str::from_utf8(raw) {
@@ -65,7 +75,23 @@ pub fn parse_record(key: &str, fields: &HashMap<Vec<u8>, Vec<u8>>) -> Fetched {
             }
         }
     }
-    let [app, machine_id, region, address, auth_epoch] = values;
+    let [app, machine_id, region, address, auth_epoch, rps, burst, concurrent, websockets] = values;
+    // A malformed limit is logged and left unset (the default applies): a typo must not take
+    // the workspace down.
+    let limit = |field: &'static str, v: Option<&str>| {
+        let v = v?;
+        Limits::parse(field, v)
+            .map_err(
+                |e| tracing::warn!(%key, field, error = %e.message, "route record: limit ignored"),
+            )
+            .ok()
+    };
+    let limits = Limits {
+        requests_per_second: limit("requests_per_second", rps),
+        burst: limit("burst", burst),
+        concurrent_requests: limit("concurrent_requests", concurrent),
+        websockets: limit("max_websockets", websockets),
+    };
     let epoch = match auth_epoch.map(str::parse::<u64>) {
         None => 0,
         Some(Ok(n)) => n,
@@ -79,6 +105,7 @@ pub fn parse_record(key: &str, fields: &HashMap<Vec<u8>, Vec<u8>>) -> Fetched {
     match Route::new(app, machine_id, region, address) {
         Ok(route) => Fetched::Found(Route {
             auth_epoch: epoch,
+            limits,
             ..route
         }),
         Err(e) => Fetched::Invalid(format!(

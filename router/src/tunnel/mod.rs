@@ -102,6 +102,8 @@ where
         up: Half::new(to_upstream, websocket, Side::Upstream),
         down: Half::new(to_client, websocket, Side::Client),
         last: Instant::now(),
+        flip: false,
+        failed: None,
     };
     let mut drain_until: Option<Instant> = None;
     let end = loop {
@@ -110,9 +112,9 @@ where
                 break End::Drained;
             }
             t.start_drain();
-            drain_until = Some(Instant::now() + bounds.drain);
+            drain_until = Some(later(Instant::now(), bounds.drain));
         }
-        let idle_at = t.last + bounds.idle;
+        let idle_at = later(t.last, bounds.idle);
         let wake = drain_until.map_or(idle_at, |d| d.min(idle_at));
         tokio::select! {
             end = poll_fn(|cx| t.poll(cx, &mut *client, &mut *upstream)) => break end,
@@ -122,7 +124,7 @@ where
                 if drain_until.is_some_and(|d| d <= now) {
                     break End::DrainTimeout;
                 }
-                if t.last + bounds.idle <= now {
+                if later(t.last, bounds.idle) <= now {
                     break End::Idle;
                 }
             }
@@ -149,6 +151,10 @@ struct Tunnel {
     down: Half,
     /// When a byte last moved either way.
     last: Instant,
+    /// Which half goes first this time.
+    flip: bool,
+    /// The first direction that failed.
+    failed: Option<End>,
 }
 
 impl Tunnel {
@@ -157,26 +163,47 @@ impl Tunnel {
         C: AsyncRead + AsyncWrite + Unpin + ?Sized,
         U: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
-        let up = self
-            .up
-            .poll(cx, &mut *client, &mut *upstream, &mut self.last);
-        let down = self
-            .down
-            .poll(cx, &mut *upstream, &mut *client, &mut self.last);
-        match (up, down) {
-            (Poll::Ready(Err(end)), _) | (_, Poll::Ready(Err(end))) => Poll::Ready(end),
-            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(if self.up.draining {
-                End::Drained
-            } else {
-                End::Closed
-            }),
-            // Draining: done once each side has answered the close frame it was sent (what it
-            // sends after it is never read by anyone).
-            _ if self.up.draining && self.up.answered() && self.down.answered() => {
-                Poll::Ready(End::Drained)
+        // Alternately first: a busy direction never starves the other of the task's budget.
+        self.flip = !self.flip;
+        let (up, down) = if self.flip {
+            let up = self
+                .up
+                .poll(cx, &mut *client, &mut *upstream, &mut self.last);
+            let down = self
+                .down
+                .poll(cx, &mut *upstream, &mut *client, &mut self.last);
+            (up, down)
+        } else {
+            let down = self
+                .down
+                .poll(cx, &mut *upstream, &mut *client, &mut self.last);
+            let up = self
+                .up
+                .poll(cx, &mut *client, &mut *upstream, &mut self.last);
+            (up, down)
+        };
+        // A direction that failed stops; the other still delivers what it holds and ends on
+        // its own (its source closes, or the idle bound), and the first failure is reported.
+        for (r, half) in [(up, &mut self.up), (down, &mut self.down)] {
+            if let Poll::Ready(Err(end)) = r {
+                half.stop();
+                self.failed.get_or_insert(end);
             }
-            _ => Poll::Pending,
         }
+        if self.up.done && self.down.done {
+            return Poll::Ready(match self.failed {
+                Some(end) => end,
+                None if self.up.draining => End::Drained,
+                None => End::Closed,
+            });
+        }
+        // Draining: done once each side has answered the close frame it was sent (what it
+        // sends after it is never read by anyone).
+        if self.up.draining && self.up.answered() && self.down.answered() {
+            return Poll::Ready(End::Drained);
+        }
+        // Pending: a half that is not done is waiting on its socket (a failed half is done).
+        Poll::Pending
     }
 
     fn start_drain(&mut self) {
@@ -237,6 +264,14 @@ impl Half {
     /// (or ended).
     fn answered(&self) -> bool {
         (self.source_closed || self.eof) && self.pos >= self.buf.len() && !self.flush
+    }
+
+    /// Ends this direction after a failure: nothing more is read or written.
+    fn stop(&mut self) {
+        self.done = true;
+        self.buf = BytesMut::new();
+        self.pos = 0;
+        self.flush = false;
     }
 
     fn start_drain(&mut self) {
@@ -353,6 +388,10 @@ impl Half {
                 self.done = true;
                 continue;
             }
+            if self.buf.capacity() > CHUNK {
+                // Bytes that came with the heads, or a close frame added to a full buffer.
+                self.buf = BytesMut::new();
+            }
             self.buf.reserve(CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *src), cx, &mut self.buf) {
                 Poll::Pending => {
@@ -373,6 +412,12 @@ impl Half {
             }
         }
     }
+}
+
+/// `at + d`, or a year from `at` when that is past what an instant can hold.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// Resolves when the shutdown flag changes; never when its sender is gone.

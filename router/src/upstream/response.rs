@@ -64,6 +64,12 @@ impl<'b> Parsed<'b, '_> {
             {
                 continue;
             }
+            let framing = name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("transfer-encoding");
+            if framing && (100..200).contains(&self.status) {
+                // A 1xx has no body (RFC 9110 §15.2): no framing fields.
+                continue;
+            }
             if name.eq_ignore_ascii_case("content-length") {
                 if self.te || wrote_length {
                     continue;
