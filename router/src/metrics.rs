@@ -65,6 +65,7 @@ pub fn init() {
         LazyLock::force(&UPSTREAM);
         LazyLock::force(&ROUTE_LOOKUPS);
         LazyLock::force(&AUTH);
+        LazyLock::force(&LIMITED);
         LazyLock::force(&FLY);
         LazyLock::force(&TLS);
         LazyLock::force(&OPS);

@@ -138,6 +138,8 @@ pub struct EdgeConfig {
     pub behind_fly: bool,
     /// The body of an `[auth]` table.
     pub auth: Option<String>,
+    /// The body of a `[limits]` section.
+    pub limits: Option<String>,
     /// Environment variables of the router process.
     pub env: Vec<(String, String)>,
     /// `tls.hsts`.
@@ -178,6 +180,7 @@ impl EdgeConfig {
             websocket_drain: None,
             behind_fly: false,
             auth: None,
+            limits: None,
             env: Vec::new(),
             hsts: None,
             log_paths: None,
@@ -205,6 +208,12 @@ impl EdgeConfig {
     }
 
     /// `[auth]` with these keys (TOML lines), e.g. `jwks = "…"`.
+    /// A `[limits]` section with this body.
+    pub fn limits(mut self, body: &str) -> Self {
+        self.limits = Some(body.to_owned());
+        self
+    }
+
     pub fn auth(mut self, body: &str) -> Self {
         self.auth = Some(body.to_owned());
         self
@@ -422,6 +431,9 @@ impl EdgeConfig {
         }
         if let Some(auth) = &self.auth {
             let _ = writeln!(t, "[auth]\n{auth}\n");
+        }
+        if let Some(limits) = &self.limits {
+            let _ = writeln!(t, "[limits]\n{limits}\n");
         }
         let _ = writeln!(
             t,
