@@ -1458,3 +1458,64 @@ fn ops_shows_and_purges_a_cached_route() {
         "nothing was cached for zed: {again}"
     );
 }
+
+/// A route record's limits, written by `routes set --requests-per-second … --burst …`, apply on
+/// the routers (no `[limits]` in their config); `--burst` alone is refused naming the flag; a
+/// malformed limit in a record is logged and ignored (the route still serves, unlimited).
+#[test]
+fn record_limits_from_the_cli_apply_and_a_malformed_one_is_ignored() {
+    let redis = RedisServer::start();
+    let router = serving_alice(&redis);
+    let cfg = router.config();
+    let set = |extra: &[&str]| {
+        let mut args = vec![
+            "set",
+            "alice",
+            "--app",
+            "a",
+            "--machine",
+            "m1",
+            "--address",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        cli(&cfg, &args)
+    };
+    let out = set(&["--requests-per-second", "1", "--burst", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fields = cli_ok(&cfg, &["get", "alice"]);
+    assert!(
+        fields.contains("requests_per_second") && fields.contains("burst"),
+        "{fields}"
+    );
+    // The bucket holds 2: within a second, the third request is refused.
+    eventually("the record's rate limit", BOUND, || {
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| router.get("alice").map_or(0, |r| r.status))
+            .collect();
+        (statuses == [200, 200, 429]).then_some(())
+    });
+    let out = set(&["--burst", "2"]);
+    assert!(!out.status.success(), "--burst without a rate was accepted");
+    assert!(
+        text(&out.stderr).contains("--burst"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let _: i64 = redis.cmd(&["HSET", "hubify:route:alice", "requests_per_second", "lots"]);
+    let _: i64 = redis.cmd(&["PUBLISH", "hubify:route-events", "alice"]);
+    // The next request reads the record again (the invalidation dropped the cached one).
+    eventually("a malformed limit logged", BOUND, || {
+        let _ = router.get("alice");
+        router.log().contains("limit ignored").then_some(())
+    });
+    for i in 0..5 {
+        let r = router.get("alice").expect("a response");
+        assert_eq!(
+            r.status, 200,
+            "request {i} with a malformed limit: {}",
+            r.body
+        );
+    }
+}
