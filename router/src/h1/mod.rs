@@ -457,7 +457,16 @@ async fn request(
                 client,
                 stamp: &stamp,
             };
-            upgrade(&fwd, io, early, notes.rule, conn.shutdown, &mut done).await;
+            // Boxed: a plain request's future does not carry the tunnel's state.
+            Box::pin(upgrade(
+                &fwd,
+                io,
+                early,
+                notes.rule,
+                conn.shutdown,
+                &mut done,
+            ))
+            .await;
         }
         Answer::Forward(plan) => {
             done.outcome = Outcome::Forward;
