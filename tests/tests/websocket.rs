@@ -577,7 +577,8 @@ async fn a_refused_upgrade_is_relayed_then_the_connection_closes_on_both_engines
 
 /// `101` to a request that did not ask to upgrade, and `101` without `Upgrade`: 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_101_the_client_did_not_ask_for_or_without_upgrade_is_a_502_on_both_engines() {
+async fn a_101_the_client_did_not_ask_for_or_without_upgrade_or_to_another_protocol_is_a_502_on_both_engines(
+) {
     for fast in ENGINES {
         let switch = RawUpstream::always(Reply::bytes(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -587,9 +588,14 @@ async fn a_101_the_client_did_not_ask_for_or_without_upgrade_is_a_502_on_both_en
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
         ))
         .await;
+        let other = RawUpstream::always(Reply::bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        ))
+        .await;
         let cfg = EdgeConfig::new()
             .fast_path(fast)
             .path(PathRule::new("/switch", switch.port))
+            .path(PathRule::new("/other", other.port))
             .path(PathRule::new("/", no_upgrade.port));
         let _router = Router::start(&cfg).await;
         for listener in LISTENERS {
@@ -620,6 +626,16 @@ async fn a_101_the_client_did_not_ask_for_or_without_upgrade_is_a_502_on_both_en
                 resp.status,
                 502,
                 "{tag}: a 101 without Upgrade: {}",
+                resp.summary()
+            );
+
+            // A switch to a protocol the client did not offer (RFC 9110 §7.8).
+            let mut conn = open().await;
+            let resp = conn.roundtrip(handshake("/other/ws", &[])).await;
+            assert_eq!(
+                resp.status,
+                502,
+                "{tag}: a 101 to h2c for a WebSocket handshake: {}",
                 resp.summary()
             );
         }

@@ -1037,6 +1037,16 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_must_be_to_an_offered_protocol() {
+        assert!(offers(b"websocket", b"websocket"));
+        assert!(offers(b"foo/2, WebSocket", b"websocket"));
+        assert!(offers(b" websocket ", b"WEBSOCKET"));
+        assert!(!offers(b"websocket", b"h2c"));
+        assert!(!offers(b"", b"websocket"));
+        assert!(!offers(b"websockets", b"websocket"));
+    }
+
+    #[test]
     fn upgrades_without_a_body_take_the_router_s_tunnel_on_both_engines() {
         let ws = b"GET /terminal/ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
         for fast in [true, false] {
