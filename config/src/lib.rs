@@ -217,6 +217,11 @@ pub struct Fly {
     pub internal_dns: SocketAddr,
     pub machines_api: String,
     pub wake_timeout: Duration,
+    /// At most this many requests wait for one machine's wake; beyond, 503 at once.
+    pub wake_max_pending: usize,
+    /// A browser navigation to a stopped workspace gets a "Starting your workspace…" page at
+    /// once (it refreshes itself) while the wake runs.
+    pub wake_page: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -629,6 +634,17 @@ impl Validator<'_> {
                 .machines_api
                 .unwrap_or_else(|| "http://_api.internal:4280".into()),
             wake_timeout: d(raw.fly.wake_timeout, Duration::from_secs(20)),
+            wake_max_pending: match raw.fly.wake_max_pending {
+                None => 100,
+                Some(n) if (1..=100_000).contains(&n) => n as usize,
+                Some(_) => {
+                    return Err(self.err(
+                        "fly.wake_max_pending",
+                        "must be a whole number from 1 to 100000",
+                    ))
+                }
+            },
+            wake_page: raw.fly.wake_page.unwrap_or(false),
         };
         if !(fly.machines_api.starts_with("http://") || fly.machines_api.starts_with("https://")) {
             return Err(self.err("fly.machines_api", "must be an http:// or https:// URL"));

@@ -252,6 +252,8 @@ pub struct Fly {
     pub internal_dns: Option<SocketAddr>,
     pub machines_api: Option<String>,
     pub wake_timeout: Option<ConfDuration>,
+    pub wake_max_pending: Option<i64>,
+    pub wake_page: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -409,3 +409,19 @@ fn limits_are_whole_numbers_and_a_burst_needs_a_rate() {
         assert_eq!(e.key, key, "{bad}: {e}");
     }
 }
+
+#[test]
+fn wake_settings_default_and_bounds() {
+    let c = Config::from_toml(&with(""), "t.toml").unwrap();
+    assert_eq!(c.fly.wake_max_pending, 100);
+    assert!(!c.fly.wake_page);
+    let c = Config::from_toml(
+        &with("[fly]\nwake_max_pending = 3\nwake_page = true"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(c.fly.wake_max_pending, 3);
+    assert!(c.fly.wake_page);
+    let e = err(&with("[fly]\nwake_max_pending = 0"));
+    assert_eq!(e.key, "fly.wake_max_pending", "{e}");
+}

@@ -14,6 +14,7 @@
 use crate::metrics;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,11 @@ pub enum FlyError {
     MachineNotFound,
     /// The Machines API failed (5xx, other 4xx, unreachable, timed out).
     Api(String),
+    /// `fly.wake_max_pending` requests already wait for this machine.
+    Busy,
+    /// A browser navigation to a stopped machine with `fly.wake_page`: the wake runs on, the
+    /// browser gets the "Starting your workspace…" page at once.
+    WakePage,
 }
 
 impl FlyError {
@@ -96,6 +102,19 @@ impl FlyError {
                 crate::metrics::Outcome::WakeFailed,
                 true,
             ),
+            FlyError::Busy => (
+                503,
+                "The workspace is starting and many requests already wait for it; try again in \
+                 a few seconds.",
+                crate::metrics::Outcome::Starting,
+                true,
+            ),
+            FlyError::WakePage => (
+                200,
+                "Starting your workspace… This page reloads itself until it is ready.",
+                crate::metrics::Outcome::Starting,
+                false,
+            ),
         }
     }
 }
@@ -109,11 +128,32 @@ pub struct FlyNet {
     resolver: TokioResolver,
     api: MachinesApi,
     wake_timeout: Duration,
+    wake_max_pending: usize,
+    wake_page: bool,
     connect_timeout: Duration,
     wakes: Arc<Mutex<Wakes>>,
 }
 
-type Wakes = HashMap<MachineKey, watch::Receiver<Option<WakeOutcome>>>;
+/// A wake in flight: its outcome when it comes, and how many requests wait for it.
+#[derive(Clone)]
+struct Wake {
+    outcome: watch::Receiver<Option<WakeOutcome>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+type Wakes = HashMap<MachineKey, Wake>;
+
+/// One request's place among a wake's waiters, given back when dropped.
+struct Waiter {
+    waiting: Arc<AtomicUsize>,
+    _gauge: metrics::WakeWaiting,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// `<machine_id>.vm.<app>.internal.` — both parts are checked again here (route records are
 /// validated on the way in; this is the second line).
@@ -161,6 +201,8 @@ impl FlyNet {
             resolver,
             api,
             wake_timeout: fly.wake_timeout,
+            wake_max_pending: fly.wake_max_pending,
+            wake_page: fly.wake_page,
             connect_timeout,
             wakes: Arc::new(Mutex::new(HashMap::new())),
         })
@@ -193,17 +235,38 @@ impl FlyNet {
     }
 
     /// The address to connect to for `port` on the machine, starting it when it is stopped.
+    /// `navigation`: the request is a browser's page load (with `fly.wake_page` it gets the
+    /// starting page instead of waiting). At most `fly.wake_max_pending` requests wait for one
+    /// wake; the others get [`FlyError::Busy`] at once.
     pub async fn address(
         &self,
         app: &Arc<str>,
         machine_id: &Arc<str>,
         port: u16,
+        navigation: bool,
     ) -> Result<Ipv6Addr, FlyError> {
         if let Some(ip) = self.resolve(app, machine_id).await? {
             return Ok(ip);
         }
         let deadline = Instant::now() + self.wake_timeout;
-        let mut rx = self.join_wake(app, machine_id);
+        let wake = self.join_wake(app, machine_id);
+        if navigation && self.wake_page {
+            // The wake goes on without this request; the page reloads until it is done.
+            return Err(FlyError::WakePage);
+        }
+        let taken = wake
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.wake_max_pending).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(FlyError::Busy);
+        }
+        let _waiter = Waiter {
+            waiting: wake.waiting.clone(),
+            _gauge: metrics::WakeWaiting::enter(),
+        };
+        let mut rx = wake.outcome;
         let outcome = match timeout_at(deadline, rx.wait_for(|v| v.is_some())).await {
             Err(_) => return Err(FlyError::Starting),
             Ok(Err(_)) => {
@@ -240,18 +303,18 @@ impl FlyNet {
     }
 
     /// Joins the wake of this machine, starting one when none is in flight.
-    fn join_wake(
-        &self,
-        app: &Arc<str>,
-        machine_id: &Arc<str>,
-    ) -> watch::Receiver<Option<WakeOutcome>> {
+    fn join_wake(&self, app: &Arc<str>, machine_id: &Arc<str>) -> Wake {
         let key: MachineKey = (app.clone(), machine_id.clone());
         let mut wakes = lock(&self.wakes);
-        if let Some(rx) = wakes.get(&key) {
-            return rx.clone();
+        if let Some(wake) = wakes.get(&key) {
+            return wake.clone();
         }
         let (tx, rx) = watch::channel(None);
-        wakes.insert(key.clone(), rx.clone());
+        let wake = Wake {
+            outcome: rx,
+            waiting: Arc::default(),
+        };
+        wakes.insert(key.clone(), wake.clone());
         drop(wakes);
         tracing::info!(app = %key.0, machine = %key.1, "machine has no 6PN address: starting it");
         let me = WakeJob {
@@ -272,7 +335,7 @@ impl FlyNet {
             let _ = tx.send(Some(outcome));
             lock(&wakes).remove(&key);
         });
-        rx
+        wake
     }
 
     /// Number of wakes in flight (for tests and metrics).

@@ -808,6 +808,7 @@ label_enum! {
 struct FlyMetrics {
     dns: Box<[Histogram]>,
     wakes: Box<[Histogram]>,
+    pending: IntGauge,
 }
 
 static FLY: LazyLock<FlyMetrics> = LazyLock::new(|| {
@@ -824,7 +825,16 @@ static FLY: LazyLock<FlyMetrics> = LazyLock::new(|| {
         &["result"],
         SECONDS_WAKE,
     );
+    let pending = register(
+        IntGauge::new(
+            "hubify_wake_pending",
+            "Requests waiting now for a machine being started (at most fly.wake_max_pending per \
+             machine).",
+        )
+        .unwrap_or_else(|e| invalid("hubify_wake_pending", e)),
+    );
     FlyMetrics {
+        pending,
         dns: by(DnsResult::ALL, |r| dns.with_label_values(&[r.as_str()])),
         wakes: by(WakeResult::ALL, |r| wakes.with_label_values(&[r.as_str()])),
     }
@@ -833,6 +843,22 @@ static FLY: LazyLock<FlyMetrics> = LazyLock::new(|| {
 /// One 6PN DNS lookup finished.
 pub fn dns_lookup(result: DnsResult, duration: Duration) {
     FLY.dns[result.index()].observe(duration.as_secs_f64());
+}
+
+/// Counts a request waiting for a wake until dropped.
+pub struct WakeWaiting(());
+
+impl WakeWaiting {
+    pub fn enter() -> WakeWaiting {
+        FLY.pending.inc();
+        WakeWaiting(())
+    }
+}
+
+impl Drop for WakeWaiting {
+    fn drop(&mut self) {
+        FLY.pending.dec();
+    }
 }
 
 /// One machine wake finished.

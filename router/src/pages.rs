@@ -5,6 +5,7 @@ use bytes::Bytes;
 /// The short text of a status the router answers itself.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        200 => "Starting your workspace",
         400 => "Bad request",
         401 => "Sign-in needed",
         403 => "Not allowed",

@@ -1301,3 +1301,109 @@ async fn wake_api_errors_get_clear_answers() {
     let resp = request(r.http(), &get(HOST, "/", "")).await;
     assert_eq!(resp.status, 200, "{resp:?}\n{}", r.logs());
 }
+
+/// `fly.wake_max_pending = 3`: of 5 concurrent requests to a stopped machine, 3 wait for the
+/// wake and are answered by it; exactly the 2 beyond get 503 + Retry-After at once (before any
+/// of the waiting ones is answered). One start for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wake_max_pending_turns_the_excess_away_at_once() {
+    let knot = Knot::start().await;
+    let api = MachinesApi::start(knot.port).await;
+    let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
+    let routes = static_route("alice", APP, MACHINE);
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "20s") + "wake_max_pending = 3\n",
+        port,
+        token: Some(TOKEN),
+        ..replay_setup("forward", "")
+    })
+    .await;
+    let http = r.http();
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            tokio::spawn(async move {
+                let resp = request(http, &get(HOST, &format!("/req/{i}"), "")).await;
+                (resp, Instant::now())
+            })
+        })
+        .collect();
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.push(t.await.unwrap());
+    }
+    let ok: Vec<_> = answered.iter().filter(|(m, _)| m.status == 200).collect();
+    let busy: Vec<_> = answered.iter().filter(|(m, _)| m.status == 503).collect();
+    assert_eq!(
+        (ok.len(), busy.len()),
+        (3, 2),
+        "statuses {:?}\n{}",
+        answered.iter().map(|(m, _)| m.status).collect::<Vec<_>>(),
+        r.logs()
+    );
+    for (m, _) in &busy {
+        assert_eq!(m.header("retry-after"), Some("5"), "{m:?}");
+        assert!(m.text().contains("many requests"), "{}", m.text());
+    }
+    let first_ok = ok.iter().map(|(_, t)| *t).min().unwrap();
+    let last_busy = busy.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        last_busy < first_ok,
+        "a 503 came after the wake answered the waiting requests"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert_eq!(api.starts(), 1, "{:?}", api.calls());
+}
+
+/// `fly.wake_page = true`: a browser's page load of a stopped workspace gets the "Starting your
+/// workspace" page at once (200, no-store, Refresh) and starts the machine; an API call waits for
+/// the wake and gets the workspace's answer; once up, the browser gets the workspace too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_page_for_a_browser_navigation_while_api_calls_wait() {
+    let knot = Knot::start().await;
+    let api = MachinesApi::start(knot.port).await;
+    let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
+    let routes = static_route("alice", APP, MACHINE);
+    let r = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, "20s") + "wake_page = true\n",
+        port,
+        token: Some(TOKEN),
+        ..replay_setup("forward", "")
+    })
+    .await;
+    let http = r.http();
+    let browser = "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n";
+    let page = request(http, &get(HOST, "/", browser)).await;
+    assert_eq!(page.status, 200, "{page:?}\n{}", r.logs());
+    assert!(
+        page.text().contains("Starting your workspace"),
+        "{}",
+        page.text()
+    );
+    assert_eq!(page.header("refresh"), Some("2"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the page came from the workspace"
+    );
+    // The wake runs on after the page went out.
+    let t = Instant::now();
+    while api.starts() == 0 && t.elapsed() < BOUND {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(api.starts(), 1, "the page load did not start the machine");
+    // Fetch Metadata says navigation even without an HTML Accept.
+    let nav = request(http, &get(HOST, "/", "Sec-Fetch-Mode: navigate\r\n")).await;
+    assert!(nav.text().contains("Starting your workspace"), "{nav:?}");
+
+    // An API call is held until the machine runs, then answered by it.
+    let call = request(http, &get(HOST, "/api", "Accept: application/json\r\n")).await;
+    assert_eq!(call.status, 200, "{call:?}\n{}", r.logs());
+    assert!(call.text().contains("service: woken"), "{}", call.text());
+    // Up now: the browser gets the workspace.
+    let page = request(http, &get(HOST, "/", browser)).await;
+    assert!(page.text().contains("service: woken"), "{}", page.text());
+    assert_eq!(api.starts(), 1, "{:?}", api.calls());
+}

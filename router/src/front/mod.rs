@@ -57,6 +57,7 @@ pub const FLY_REPLAY_FAILED: HeaderName = HeaderName::from_static("fly-replay-fa
 pub const ORIGIN: HeaderName = HeaderName::from_static("origin");
 pub const X_HUBIFY_USER: HeaderName = HeaderName::from_static("x-hubify-user");
 pub const X_HUBIFY_SCOPES: HeaderName = HeaderName::from_static("x-hubify-scopes");
+pub const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 /// The Cookie fields of a request as the single field HTTP/1.1 allows, joined with `; ` (RFC 9113
 /// §8.2.3); `None` without cookies.
@@ -185,6 +186,8 @@ pub struct Page {
     pub retry_after: Option<u32>,
     /// HTTP/1: the connection closes after this page (besides every 400).
     pub close: bool,
+    /// `Refresh: <seconds>`: a browser loads the page again (the wake page).
+    pub refresh: Option<u32>,
     /// A 401 of the access step: `WWW-Authenticate: Bearer`, and this login link on the page.
     pub challenge: Option<Challenge>,
 }
@@ -210,6 +213,7 @@ impl Page {
             detail: detail.into(),
             retry_after: None,
             close: false,
+            refresh: None,
             challenge: None,
         }
     }
@@ -237,6 +241,9 @@ impl Page {
         put("cache-control", b"no-store");
         if let Some(secs) = self.retry_after {
             put("retry-after", secs.to_string().as_bytes());
+        }
+        if let Some(secs) = self.refresh {
+            put("refresh", secs.to_string().as_bytes());
         }
         if self.challenge.is_some() {
             put("www-authenticate", b"Bearer realm=\"hubify\"");
@@ -757,15 +764,24 @@ impl Front {
                                 "The workspace's route names neither an address nor a machine.";
                             return Answer::page(502, Outcome::BadRoute, detail);
                         };
-                        match self.shared.fly.address(app, machine, fwd.port).await {
+                        let navigation = config.fly.wake_page && is_navigation(req);
+                        match self
+                            .shared
+                            .fly
+                            .address(app, machine, fwd.port, navigation)
+                            .await
+                        {
                             Ok(ip) => IpAddr::V6(ip),
                             Err(e) => {
                                 let (status, detail, outcome, retry) = e.answer();
                                 if let crate::fly::FlyError::Dns(why) = &e {
                                     tracing::error!(%label, %app, %machine, error = %why, "6PN lookup failed");
                                 }
+                                let refresh = (e == crate::fly::FlyError::WakePage)
+                                    .then_some(WAKE_PAGE_REFRESH);
                                 return Answer::Page(Page {
                                     retry_after: retry.then_some(RETRY_AFTER),
+                                    refresh,
                                     ..Page::new(status, outcome, detail)
                                 });
                             }
@@ -915,6 +931,27 @@ fn guarding_rule<'c>(
         .filter(|r| protected(r))
         .find(|r| prefix_matches(&r.prefix.to_ascii_lowercase(), &canonical))
         .or(matched)
+}
+
+/// How often the wake page reloads itself (seconds).
+const WAKE_PAGE_REFRESH: u32 = 2;
+
+/// A browser's page load: a GET that is a navigation (`Sec-Fetch-Mode: navigate`) or, from a
+/// browser without Fetch Metadata, asks for HTML first. Never an upgrade.
+fn is_navigation(req: &impl RequestView) -> bool {
+    if req.method() != "GET" || req.is_upgrade() {
+        return false;
+    }
+    if let Some(mode) = req.header(&SEC_FETCH_MODE) {
+        return mode.eq_ignore_ascii_case(b"navigate");
+    }
+    req.header(&http::header::ACCEPT)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.trim().starts_with("text/html"))
+        })
 }
 
 /// The 429 of a request beyond one of its workspace's limits (counted by kind).
