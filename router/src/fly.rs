@@ -237,18 +237,20 @@ impl FlyNet {
     /// The address to connect to for `port` on the machine, starting it when it is stopped.
     /// `navigation`: the request is a browser's page load (with `fly.wake_page` it gets the
     /// starting page instead of waiting). At most `fly.wake_max_pending` requests wait for one
-    /// wake; the others get [`FlyError::Busy`] at once.
+    /// wake; the others get [`FlyError::Busy`] at once. With the address: how long this request
+    /// waited for a wake (`None`: the machine was running).
     pub async fn address(
         &self,
         app: &Arc<str>,
         machine_id: &Arc<str>,
         port: u16,
         navigation: bool,
-    ) -> Result<Ipv6Addr, FlyError> {
+    ) -> Result<(Ipv6Addr, Option<Duration>), FlyError> {
         if let Some(ip) = self.resolve(app, machine_id).await? {
-            return Ok(ip);
+            return Ok((ip, None));
         }
-        let deadline = Instant::now() + self.wake_timeout;
+        let waited = Instant::now();
+        let deadline = waited + self.wake_timeout;
         let wake = self.join_wake(app, machine_id);
         if navigation && self.wake_page {
             // The wake goes on without this request; the page reloads until it is done.
@@ -294,7 +296,7 @@ impl FlyNet {
                 tokio::net::TcpStream::connect(addr),
             );
             if let Ok(Ok(_connected)) = probe.await {
-                return Ok(ip);
+                return Ok((ip, Some(waited.elapsed())));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             sleep(pause.min(left)).await;

@@ -232,7 +232,7 @@ async fn stream(
                 plan: &plan,
                 head_only,
                 json,
-                stamp,
+                stamp: stamp.woken(plan.wake),
             };
             forward.run(&front, &mut s, &head, &mut done).await;
         }

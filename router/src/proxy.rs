@@ -349,7 +349,11 @@ impl ProxyHttp for EdgeProxy {
                 "upstream answered 101 to a request without Upgrade",
             );
         }
-        ctx.front.stamp(&ctx.request_id).insert(upstream_response)?;
+        let wake = ctx.plan.as_ref().and_then(|p| p.wake);
+        ctx.front
+            .stamp(&ctx.request_id)
+            .woken(wake)
+            .insert(upstream_response)?;
         ctx.status = upstream_response.status.as_u16();
         if ctx.status == 101 && session.is_upgrade_req() && ctx.websocket.is_none() {
             ctx.websocket = Some(ctx.front.metrics.websocket_opened(ctx.notes.rule));

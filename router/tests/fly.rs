@@ -622,12 +622,15 @@ struct Setup<'a> {
     /// Upstream port of the path rules.
     port: u16,
     token: Option<&'a str>,
+    /// `server.fast_path` (default true).
+    fast_path: bool,
 }
 
 impl Router {
     async fn start(s: Setup<'_>) -> Router {
         let dir = tempfile::tempdir().unwrap();
         let mut conf = String::from("domain = \"hubify.test\"\n[server]\nthreads = 2\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n");
+        conf.push_str(&format!("fast_path = {}\n", s.fast_path));
         let mut http = None;
         let mut https = None;
         if let Some(dispatch) = s.http_dispatch {
@@ -729,6 +732,7 @@ fn replay_setup<'a>(dispatch: &'a str, replay: &'a str) -> Setup<'a> {
         routes: "",
         port: 3000,
         token: None,
+        fast_path: true,
     }
 }
 
@@ -1062,6 +1066,7 @@ async fn proxy_protocol_v2_client_ip_reaches_x_forwarded_for() {
         routes,
         port,
         token: None,
+        fast_path: true,
     })
     .await;
     let https = r.https.unwrap();
@@ -1307,6 +1312,12 @@ async fn wake_api_errors_get_clear_answers() {
 /// of the waiting ones is answered). One start for all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wake_max_pending_turns_the_excess_away_at_once() {
+    for fast_path in [true, false] {
+        wake_max_pending_on(fast_path).await;
+    }
+}
+
+async fn wake_max_pending_on(fast_path: bool) {
     let knot = Knot::start().await;
     let api = MachinesApi::start(knot.port).await;
     let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
@@ -1316,6 +1327,7 @@ async fn wake_max_pending_turns_the_excess_away_at_once() {
         fly: wake_fly(&knot, &api, "20s") + "wake_max_pending = 3\n",
         port,
         token: Some(TOKEN),
+        fast_path,
         ..replay_setup("forward", "")
     })
     .await;
@@ -1337,7 +1349,7 @@ async fn wake_max_pending_turns_the_excess_away_at_once() {
     assert_eq!(
         (ok.len(), busy.len()),
         (3, 2),
-        "statuses {:?}\n{}",
+        "fast_path={fast_path}: statuses {:?}\n{}",
         answered.iter().map(|(m, _)| m.status).collect::<Vec<_>>(),
         r.logs()
     );
@@ -1360,6 +1372,12 @@ async fn wake_max_pending_turns_the_excess_away_at_once() {
 /// the wake and gets the workspace's answer; once up, the browser gets the workspace too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_page_for_a_browser_navigation_while_api_calls_wait() {
+    for fast_path in [true, false] {
+        wake_page_on(fast_path).await;
+    }
+}
+
+async fn wake_page_on(fast_path: bool) {
     let knot = Knot::start().await;
     let api = MachinesApi::start(knot.port).await;
     let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
@@ -1369,6 +1387,7 @@ async fn wake_page_for_a_browser_navigation_while_api_calls_wait() {
         fly: wake_fly(&knot, &api, "20s") + "wake_page = true\n",
         port,
         token: Some(TOKEN),
+        fast_path,
         ..replay_setup("forward", "")
     })
     .await;
@@ -1400,10 +1419,22 @@ async fn wake_page_for_a_browser_navigation_while_api_calls_wait() {
 
     // An API call is held until the machine runs, then answered by it.
     let call = request(http, &get(HOST, "/api", "Accept: application/json\r\n")).await;
-    assert_eq!(call.status, 200, "{call:?}\n{}", r.logs());
+    assert_eq!(
+        call.status,
+        200,
+        "fast_path={fast_path}: {call:?}\n{}",
+        r.logs()
+    );
     assert!(call.text().contains("service: woken"), "{}", call.text());
-    // Up now: the browser gets the workspace.
+    // It says how long it waited for the machine.
+    let timing = call.header("server-timing").unwrap_or_default();
+    assert!(
+        timing.starts_with("wake;dur=") && timing[9..].parse::<u64>().is_ok(),
+        "fast_path={fast_path}: Server-Timing {timing:?}"
+    );
+    // Up now: the browser gets the workspace, with no wake timing.
     let page = request(http, &get(HOST, "/", browser)).await;
     assert!(page.text().contains("service: woken"), "{}", page.text());
+    assert_eq!(page.header("server-timing"), None, "fast_path={fast_path}");
     assert_eq!(api.starts(), 1, "{:?}", api.calls());
 }

@@ -144,6 +144,8 @@ pub struct Plan {
     pub access: Option<Box<Access>>,
     /// The workspace's concurrent-request or WebSocket slot, held until the request ends.
     pub held: Option<crate::limits::Held>,
+    /// How long the request waited for its machine to start (`Server-Timing: wake`).
+    pub wake: Option<Duration>,
 }
 
 /// What the access step changes in a forwarded request head.
@@ -281,6 +283,9 @@ pub struct Stamp<'a> {
     hsts: Option<&'a HeaderValue>,
     /// The response goes over TLS.
     tls: bool,
+    /// The request waited this many milliseconds for its machine to start: `Server-Timing:
+    /// wake;dur=<ms>` on the response.
+    wake_ms: Option<u64>,
 }
 
 pub const STRICT_TRANSPORT_SECURITY: HeaderName =
@@ -293,7 +298,20 @@ impl<'a> Stamp<'a> {
             request_id,
             hsts: hsts.filter(|_| tls),
             tls,
+            wake_ms: None,
         }
+    }
+
+    /// This stamp for the response of a request that waited `wake` for its machine to start.
+    pub fn woken(self, wake: Option<Duration>) -> Stamp<'a> {
+        Stamp {
+            wake_ms: wake.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ..self
+        }
+    }
+
+    fn server_timing(&self) -> Option<String> {
+        self.wake_ms.map(|ms| format!("wake;dur={ms}"))
     }
 
     /// The request id as text.
@@ -307,6 +325,9 @@ impl<'a> Stamp<'a> {
         if let Some(v) = self.hsts {
             put("strict-transport-security", v.as_bytes());
         }
+        if let Some(t) = self.server_timing() {
+            put("server-timing", t.as_bytes());
+        }
     }
 
     /// Sets the fields on a head, replacing any value already there.
@@ -316,6 +337,10 @@ impl<'a> Stamp<'a> {
             resp.insert_header(STRICT_TRANSPORT_SECURITY, v.clone())?;
         } else if !self.tls {
             resp.remove_header(&STRICT_TRANSPORT_SECURITY);
+        }
+        if let Some(t) = self.server_timing() {
+            // Beside the workspace's own Server-Timing fields.
+            resp.append_header("server-timing", t)?;
         }
         Ok(())
     }
@@ -756,6 +781,7 @@ impl Front {
                     Ok(held) => held,
                     Err(limited) => return limited_page(limited),
                 };
+                let mut wake = None;
                 let ip = match fwd.target {
                     Target::Address(ip) => ip,
                     Target::Machine => {
@@ -771,7 +797,10 @@ impl Front {
                             .address(app, machine, fwd.port, navigation)
                             .await
                         {
-                            Ok(ip) => IpAddr::V6(ip),
+                            Ok((ip, woke)) => {
+                                wake = woke;
+                                IpAddr::V6(ip)
+                            }
                             Err(e) => {
                                 let (status, detail, outcome, retry) = e.answer();
                                 if let crate::fly::FlyError::Dns(why) = &e {
@@ -797,6 +826,7 @@ impl Front {
                     idle_timeout,
                     access,
                     held,
+                    wake,
                 })
             }
         }
@@ -906,6 +936,7 @@ impl Front {
                         .as_deref()
                         .map(|a| Access::of(a, req, grant)),
                     held: None,
+                    wake: None,
                 })
             }
         }

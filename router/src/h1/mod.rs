@@ -455,7 +455,7 @@ async fn request(
                 req: &req,
                 plan: &plan,
                 client,
-                stamp: &stamp,
+                stamp: &stamp.woken(plan.wake),
             };
             // Boxed: a plain request's future does not carry the tunnel's state.
             Box::pin(upgrade(
@@ -476,7 +476,7 @@ async fn request(
                 req: &req,
                 plan: &plan,
                 client,
-                stamp: &stamp,
+                stamp: &stamp.woken(plan.wake),
             };
             forward(&fwd, io, &mut done).await;
         }
