@@ -144,8 +144,9 @@ pub struct Plan {
     pub access: Option<Box<Access>>,
     /// The workspace's concurrent-request or WebSocket slot, held until the request ends.
     pub held: Option<crate::limits::Held>,
-    /// How long the request waited for its machine to start (`Server-Timing: wake`).
-    pub wake: Option<Duration>,
+    /// How many milliseconds the request waited for its machine to start (`Server-Timing:
+    /// wake`); a `u32` keeps `Answer` small.
+    pub wake: Option<u32>,
 }
 
 /// What the access step changes in a forwarded request head.
@@ -285,7 +286,7 @@ pub struct Stamp<'a> {
     tls: bool,
     /// The request waited this many milliseconds for its machine to start: `Server-Timing:
     /// wake;dur=<ms>` on the response.
-    wake_ms: Option<u64>,
+    wake_ms: Option<u32>,
 }
 
 pub const STRICT_TRANSPORT_SECURITY: HeaderName =
@@ -302,12 +303,10 @@ impl<'a> Stamp<'a> {
         }
     }
 
-    /// This stamp for the response of a request that waited `wake` for its machine to start.
-    pub fn woken(self, wake: Option<Duration>) -> Stamp<'a> {
-        Stamp {
-            wake_ms: wake.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            ..self
-        }
+    /// This stamp for the response of a request that waited `wake_ms` milliseconds for its
+    /// machine to start.
+    pub fn woken(self, wake_ms: Option<u32>) -> Stamp<'a> {
+        Stamp { wake_ms, ..self }
     }
 
     fn server_timing(&self) -> Option<String> {
@@ -798,7 +797,8 @@ impl Front {
                             .await
                         {
                             Ok((ip, woke)) => {
-                                wake = woke;
+                                wake =
+                                    woke.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
                                 IpAddr::V6(ip)
                             }
                             Err(e) => {
