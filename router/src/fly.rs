@@ -132,7 +132,14 @@ pub struct FlyNet {
     wake_page: bool,
     connect_timeout: Duration,
     wakes: Arc<Mutex<Wakes>>,
+    /// Machines a wake just started, with the address it found and when: used while 6PN DNS
+    /// has not published the record yet, for as long as a positive answer is cached.
+    woken: Arc<Mutex<HashMap<MachineKey, (Ipv6Addr, Instant)>>>,
 }
+
+/// How long a woken machine's address stands in for a missing AAAA record (the record's TTL on
+/// Fly is a few seconds).
+const WOKEN_TTL: Duration = Duration::from_secs(5);
 
 /// A wake in flight: its outcome when it comes, and how many requests wait for it.
 #[derive(Clone)]
@@ -205,6 +212,7 @@ impl FlyNet {
             wake_page: fly.wake_page,
             connect_timeout,
             wakes: Arc::new(Mutex::new(HashMap::new())),
+            woken: Arc::default(),
         })
     }
 
@@ -247,6 +255,9 @@ impl FlyNet {
         navigation: bool,
     ) -> Result<(Ipv6Addr, Option<Duration>), FlyError> {
         if let Some(ip) = self.resolve(app, machine_id).await? {
+            return Ok((ip, None));
+        }
+        if let Some(ip) = self.recently_woken(app, machine_id) {
             return Ok((ip, None));
         }
         let waited = Instant::now();
@@ -304,6 +315,20 @@ impl FlyNet {
         }
     }
 
+    /// The address a wake of this machine found less than [`WOKEN_TTL`] ago.
+    fn recently_woken(&self, app: &Arc<str>, machine_id: &Arc<str>) -> Option<Ipv6Addr> {
+        let key: MachineKey = (app.clone(), machine_id.clone());
+        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        match woken.get(&key) {
+            Some((ip, at)) if at.elapsed() < WOKEN_TTL => Some(*ip),
+            Some(_) => {
+                woken.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
     /// Joins the wake of this machine, starting one when none is in flight.
     fn join_wake(&self, app: &Arc<str>, machine_id: &Arc<str>) -> Wake {
         let key: MachineKey = (app.clone(), machine_id.clone());
@@ -325,9 +350,15 @@ impl FlyNet {
             wake_timeout: self.wake_timeout,
         };
         let wakes = self.wakes.clone();
+        let woken = self.woken.clone();
         tokio::spawn(async move {
             let start = Instant::now();
             let outcome = me.run(&key.0, &key.1).await;
+            if let Ok(ip) = &outcome {
+                let mut woken = woken.lock().unwrap_or_else(|p| p.into_inner());
+                woken.retain(|_, (_, at)| at.elapsed() < WOKEN_TTL);
+                woken.insert(key.clone(), (*ip, Instant::now()));
+            }
             let result = match &outcome {
                 Ok(_) => metrics::WakeResult::Started,
                 Err(FlyError::Starting) => metrics::WakeResult::Timeout,
@@ -353,7 +384,8 @@ fn lock(m: &Mutex<Wakes>) -> std::sync::MutexGuard<'_, Wakes> {
     }
 }
 
-/// One wake: start, wait for `started`, then wait for the AAAA record.
+/// One wake: start, wait for `started`, then the machine's `private_ip` from the API (else wait
+/// for the AAAA record).
 struct WakeJob {
     api: MachinesApi,
     resolver: TokioResolver,
@@ -370,6 +402,11 @@ impl WakeJob {
         self.api
             .wait_started(app, machine_id, self.wake_timeout)
             .await?;
+        // The API knows a started machine's 6PN address at once; DNS publishes it later.
+        if let Some(ip) = self.api.private_ip(app, machine_id).await {
+            tracing::info!(%app, machine = %machine_id, %ip, "machine started (private_ip)");
+            return Ok(ip);
+        }
         // Fly publishes the AAAA record once the machine runs; poll without the cache.
         let mut pause = Duration::from_millis(25);
         loop {
@@ -484,6 +521,21 @@ impl MachinesApi {
             }
             _ => Err(self.failure("wait", status, &body, app, machine_id)),
         }
+    }
+
+    /// `GET /v1/apps/{app}/machines/{id}`: the machine's `private_ip` (its 6PN address) when
+    /// the API gives one; `None` on any failure (the caller falls back to DNS).
+    pub async fn private_ip(&self, app: &str, machine_id: &str) -> Option<Ipv6Addr> {
+        let path = format!("/v1/apps/{app}/machines/{machine_id}");
+        let (status, body) = self
+            .call(http::Method::GET, &path, API_CALL_TIMEOUT, app, machine_id)
+            .await
+            .ok()?;
+        if !(200..300).contains(&status) {
+            return None;
+        }
+        let machine: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        machine.get("private_ip")?.as_str()?.parse().ok()
     }
 
     async fn call(

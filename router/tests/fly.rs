@@ -407,6 +407,8 @@ struct Machine {
     /// not "ready"), then an echo server.
     service: Option<TcpSocket>,
     hits: Arc<AtomicUsize>,
+    /// The AAAA record is published when the machine starts (false: DNS never catches up).
+    publish_dns: bool,
 }
 
 #[derive(Default)]
@@ -465,6 +467,7 @@ impl MachinesApi {
                 broken,
                 service: Some(sock),
                 hits: hits.clone(),
+                publish_dns: true,
             },
         );
         (port, hits)
@@ -476,6 +479,13 @@ impl MachinesApi {
 
     fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// This machine's AAAA record is never published (DNS lags behind the API).
+    fn without_dns(&self, id: &str) {
+        if let Some(m) = self.state.lock().unwrap().machines.get_mut(id) {
+            m.publish_dns = false;
+        }
     }
 
     fn state_of(&self, id: &str) -> Option<State> {
@@ -511,8 +521,15 @@ impl MachinesApi {
         match (method.as_str(), action) {
             ("GET", "") => {
                 let st = self.state.lock().unwrap();
-                let s = st.machines.get(id).map(|m| m.state.as_str()).unwrap_or("?");
-                (200, format!("{{\"id\":\"{id}\",\"state\":\"{s}\"}}"))
+                let state = st.machines.get(id).map(|m| m.state);
+                let s = state.map(|s| s.as_str()).unwrap_or("?");
+                // Like Fly's: a started machine's 6PN address (the services listen on ::1).
+                let ip = if state == Some(State::Started) {
+                    ",\"private_ip\":\"::1\""
+                } else {
+                    ""
+                };
+                (200, format!("{{\"id\":\"{id}\",\"state\":\"{s}\"{ip}}}"))
             }
             ("POST", "start") => self.start_machine(id),
             ("POST", "stop") => {
@@ -564,6 +581,7 @@ impl MachinesApi {
         let app = m.app.clone();
         let service = m.service.take();
         let hits = m.hits.clone();
+        let publish_dns = m.publish_dns;
         st.starts += 1;
         drop(st);
         let me = self.clone();
@@ -574,7 +592,9 @@ impl MachinesApi {
                 m.state = State::Started;
             }
             // Fly's DNS follows the machine state: publish after `started`.
-            Knot::publish(me.dns_port, &app, &id).await;
+            if publish_dns {
+                Knot::publish(me.dns_port, &app, &id).await;
+            }
             // The service comes up a little after the machine ("started" is not "ready").
             tokio::time::sleep(Duration::from_millis(150)).await;
             if let Some(sock) = service {
@@ -1437,4 +1457,45 @@ async fn wake_page_on(fast_path: bool) {
     assert!(page.text().contains("service: woken"), "{}", page.text());
     assert_eq!(page.header("server-timing"), None, "fast_path={fast_path}");
     assert_eq!(api.starts(), 1, "{:?}", api.calls());
+}
+
+/// After `wait?state=started` the router connects to the `private_ip` the Machines API gives,
+/// without waiting for 6PN DNS to publish the AAAA record (here it never does). Requests while
+/// DNS lags join a quick wake (the machine is already started: no second start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_connects_to_the_api_s_private_ip_before_dns_has_it() {
+    for fast_path in [true, false] {
+        let knot = Knot::start().await;
+        let api = MachinesApi::start(knot.port).await;
+        let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(300), false);
+        api.without_dns(MACHINE);
+        let routes = static_route("alice", APP, MACHINE);
+        let r = Router::start(Setup {
+            routes: &routes,
+            fly: wake_fly(&knot, &api, "10s"),
+            port,
+            token: Some(TOKEN),
+            fast_path,
+            ..replay_setup("forward", "")
+        })
+        .await;
+        for i in 0..3 {
+            let resp = request(r.http(), &get(HOST, &format!("/r/{i}"), "")).await;
+            assert_eq!(
+                resp.status,
+                200,
+                "fast_path={fast_path} request {i}: {resp:?}\n{}",
+                r.logs()
+            );
+            assert!(resp.text().contains("service: woken"), "{}", resp.text());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        assert_eq!(api.starts(), 1, "fast_path={fast_path}: {:?}", api.calls());
+        let get_machine = format!("GET /v1/apps/{APP}/machines/{MACHINE}");
+        assert!(
+            api.calls().iter().any(|c| *c == get_machine),
+            "{:?}",
+            api.calls()
+        );
+    }
 }
