@@ -1492,10 +1492,6 @@ async fn wake_connects_to_the_api_s_private_ip_before_dns_has_it() {
         assert_eq!(hits.load(Ordering::SeqCst), 3);
         assert_eq!(api.starts(), 1, "fast_path={fast_path}: {:?}", api.calls());
         let get_machine = format!("GET /v1/apps/{APP}/machines/{MACHINE}");
-        assert!(
-            api.calls().iter().any(|c| *c == get_machine),
-            "{:?}",
-            api.calls()
-        );
+        assert!(api.calls().contains(&get_machine), "{:?}", api.calls());
     }
 }
