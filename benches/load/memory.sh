@@ -259,30 +259,8 @@ RSS_ROUTES=$(rss_mib "$ROUTER_PID")
 mkfifo "$WORK/hold"
 C_PORT=$R_HTTP
 [[ $LISTENER == https ]] && C_PORT=$R_TLS
-python3 - "$C_PORT" "$CONNS" "$WORK/hold" "$LISTENER" > "$WORK/conns.txt" <<'PY' &
-import socket, ssl, sys
-port, n, hold, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "https"
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-ctx.set_alpn_protocols(["http/1.1"])
-socks, ok = [], 0
-for i in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    if tls:
-        s = ctx.wrap_socket(s, server_hostname="w%d.bench.test" % (i % 1000))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: w%d.bench.test\r\n\r\n" % (i % 1000))
-    data = b""
-    while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    ok += data.startswith(b"HTTP/1.1 200")
-    socks.append(s)
-print(f"{len(socks)} open {ok} ok", flush=True)
-open(hold).read()  # hold every connection open until the script has measured
-PY
+# One plain GET on each connection, then held open until the script has measured.
+python3 benches/load/ws.py idle "$C_PORT" "$CONNS" "$WORK/hold" "$LISTENER" > "$WORK/conns.txt" &
 CLIENT=$!
 PIDS+=($CLIENT)
 for _ in $(seq 1 600); do

@@ -9,8 +9,8 @@ RFC 6455 handshake by hand, so that neither end costs more than the proxy betwee
                                    until FIFO is written
   ws.py stream PORT BYTES [https]  reads a flood of BYTES through the proxy; prints MB/s
   ws.py idle PORT N FIFO [https]   opens N keep-alive connections through the proxy, one plain GET
-                                   each (the upstream answers 200 "ok"), holds them idle until
-                                   FIFO is written
+                                   each (the upstream answers 200 "ok": this server, or memory.sh's
+                                   nginx), holds them idle until FIFO is written
 """
 import asyncio
 import base64
@@ -98,7 +98,9 @@ async def serve(port: int):
         await server.serve_forever()
 
 
-def connect(port: int, host: str, path: str, tls: bool):
+def open_socket(port: int, host: str, tls: bool):
+    """A connection to the proxy on 127.0.0.1:PORT; over TLS (HTTP/1.1, any certificate) with
+    `host` as the server name."""
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     if tls:
         ctx = ssl.create_default_context()
@@ -106,6 +108,11 @@ def connect(port: int, host: str, path: str, tls: bool):
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["http/1.1"])
         s = ctx.wrap_socket(s, server_hostname=host)
+    return s
+
+
+def connect(port: int, host: str, path: str, tls: bool):
+    s = open_socket(port, host, tls)
     key = base64.b64encode(os.urandom(16))
     s.sendall(
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -140,13 +147,7 @@ def idle(port: int, n: int, fifo: str, tls: bool):
     socks, ok = [], 0
     for i in range(n):
         host = f"w{i % 1000}.bench.test"
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.set_alpn_protocols(["http/1.1"])
-            s = ctx.wrap_socket(s, server_hostname=host)
+        s = open_socket(port, host, tls)
         s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         data = b""
         while not (b"\r\n\r\n" in data and data.endswith(b"ok\n")):

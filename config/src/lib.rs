@@ -495,12 +495,9 @@ impl Validator<'_> {
             concurrent_requests: one("concurrent_requests", raw.concurrent_requests)?,
             websockets: one("websockets", raw.websockets)?,
         };
-        if limits.burst.is_some() && limits.requests_per_second.is_none() {
-            return Err(self.err(
-                "limits.burst",
-                "needs limits.requests_per_second (the rate the bucket refills at)",
-            ));
-        }
+        limits
+            .check()
+            .map_err(|e| self.err(format!("limits.{}", e.field), e.message))?;
         Ok(limits)
     }
 

@@ -72,6 +72,17 @@ impl Limits {
         }
     }
 
+    /// The rule between the fields: a `burst` needs the rate its bucket refills at.
+    pub fn check(&self) -> Result<(), RouteError> {
+        if self.burst.is_some() && self.requests_per_second.is_none() {
+            return Err(RouteError {
+                field: "burst",
+                message: "needs requests_per_second (the rate the bucket refills at)".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Any limit set.
     pub fn any(&self) -> bool {
         *self != Limits::default()

@@ -1327,6 +1327,43 @@ async fn wake_api_errors_get_clear_answers() {
     assert_eq!(resp.status, 200, "{resp:?}\n{}", r.logs());
 }
 
+/// A stopped machine (`MACHINE` of `APP`, booting in `boot`) behind the Machines API stand-in
+/// and knot, and a router forwarding `alice` to it with `wake_timeout` and the `[fly]` lines
+/// `extra`. Fields drop in order: the router first; bind `_knot` (not `..`) to keep DNS up.
+struct Stopped {
+    router: Router,
+    api: MachinesApi,
+    hits: Arc<AtomicUsize>,
+    _knot: Knot,
+}
+
+async fn stopped_machine(
+    boot: Duration,
+    wake_timeout: &str,
+    extra: &str,
+    fast_path: bool,
+) -> Stopped {
+    let knot = Knot::start().await;
+    let api = MachinesApi::start(knot.port).await;
+    let (port, hits) = api.add_machine(APP, MACHINE, boot, false);
+    let routes = static_route("alice", APP, MACHINE);
+    let router = Router::start(Setup {
+        routes: &routes,
+        fly: wake_fly(&knot, &api, wake_timeout) + extra,
+        port,
+        token: Some(TOKEN),
+        fast_path,
+        ..replay_setup("forward", "")
+    })
+    .await;
+    Stopped {
+        router,
+        api,
+        hits,
+        _knot: knot,
+    }
+}
+
 /// `fly.wake_max_pending = 3`: of 5 concurrent requests to a stopped machine, 3 wait for the
 /// wake and are answered by it; exactly the 2 beyond get 503 + Retry-After at once (before any
 /// of the waiting ones is answered). One start for all.
@@ -1338,19 +1375,13 @@ async fn wake_max_pending_turns_the_excess_away_at_once() {
 }
 
 async fn wake_max_pending_on(fast_path: bool) {
-    let knot = Knot::start().await;
-    let api = MachinesApi::start(knot.port).await;
-    let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
-    let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup {
-        routes: &routes,
-        fly: wake_fly(&knot, &api, "20s") + "wake_max_pending = 3\n",
-        port,
-        token: Some(TOKEN),
-        fast_path,
-        ..replay_setup("forward", "")
-    })
-    .await;
+    let boot = Duration::from_millis(1500);
+    let Stopped {
+        router: r,
+        api,
+        hits,
+        _knot,
+    } = stopped_machine(boot, "20s", "wake_max_pending = 3\n", fast_path).await;
     let http = r.http();
     let tasks: Vec<_> = (0..5)
         .map(|i| {
@@ -1398,19 +1429,13 @@ async fn wake_page_for_a_browser_navigation_while_api_calls_wait() {
 }
 
 async fn wake_page_on(fast_path: bool) {
-    let knot = Knot::start().await;
-    let api = MachinesApi::start(knot.port).await;
-    let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(1500), false);
-    let routes = static_route("alice", APP, MACHINE);
-    let r = Router::start(Setup {
-        routes: &routes,
-        fly: wake_fly(&knot, &api, "20s") + "wake_page = true\n",
-        port,
-        token: Some(TOKEN),
-        fast_path,
-        ..replay_setup("forward", "")
-    })
-    .await;
+    let boot = Duration::from_millis(1500);
+    let Stopped {
+        router: r,
+        api,
+        hits,
+        _knot,
+    } = stopped_machine(boot, "20s", "wake_page = true\n", fast_path).await;
     let http = r.http();
     let browser = "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n";
     let page = request(http, &get(HOST, "/", browser)).await;
@@ -1465,20 +1490,13 @@ async fn wake_page_on(fast_path: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_connects_to_the_api_s_private_ip_before_dns_has_it() {
     for fast_path in [true, false] {
-        let knot = Knot::start().await;
-        let api = MachinesApi::start(knot.port).await;
-        let (port, hits) = api.add_machine(APP, MACHINE, Duration::from_millis(300), false);
+        let Stopped {
+            router: r,
+            api,
+            hits,
+            _knot,
+        } = stopped_machine(Duration::from_millis(300), "10s", "", fast_path).await;
         api.without_dns(MACHINE);
-        let routes = static_route("alice", APP, MACHINE);
-        let r = Router::start(Setup {
-            routes: &routes,
-            fly: wake_fly(&knot, &api, "10s"),
-            port,
-            token: Some(TOKEN),
-            fast_path,
-            ..replay_setup("forward", "")
-        })
-        .await;
         for i in 0..3 {
             let resp = request(r.http(), &get(HOST, &format!("/r/{i}"), "")).await;
             assert_eq!(

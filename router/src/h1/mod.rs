@@ -446,28 +446,6 @@ async fn request(
             })
             .await;
         }
-        Answer::Forward(plan) if req.upgrade => {
-            done.outcome = Outcome::Forward;
-            upstream = Some(plan.addr);
-            let early = &buf[len..];
-            let fwd = Forwarding {
-                front,
-                req: &req,
-                plan: &plan,
-                client,
-                stamp: &stamp.woken(plan.wake),
-            };
-            // Boxed: a plain request's future does not carry the tunnel's state.
-            Box::pin(upgrade(
-                &fwd,
-                io,
-                early,
-                notes.rule,
-                conn.shutdown,
-                &mut done,
-            ))
-            .await;
-        }
         Answer::Forward(plan) => {
             done.outcome = Outcome::Forward;
             upstream = Some(plan.addr);
@@ -478,7 +456,21 @@ async fn request(
                 client,
                 stamp: &stamp.woken(plan.wake),
             };
-            forward(&fwd, io, &mut done).await;
+            if req.upgrade {
+                let early = &buf[len..];
+                // Boxed: a plain request's future does not carry the tunnel's state.
+                Box::pin(upgrade(
+                    &fwd,
+                    io,
+                    early,
+                    notes.rule,
+                    conn.shutdown,
+                    &mut done,
+                ))
+                .await;
+            } else {
+                forward(&fwd, io, &mut done).await;
+            }
         }
     }
     let served = Served {

@@ -129,13 +129,11 @@ pub fn limits(
         )?,
         websockets: one("max-websockets", "max_websockets", max_websockets)?,
     };
-    if limits.burst.is_some() && limits.requests_per_second.is_none() {
-        return Err(AdminError::Route {
-            flag: "burst",
-            field: "burst",
-            message: "needs --requests-per-second (the rate the bucket refills at)".into(),
-        });
-    }
+    limits.check().map_err(|e| AdminError::Route {
+        flag: "burst",
+        field: e.field,
+        message: e.message,
+    })?;
     Ok(limits)
 }
 

@@ -69,6 +69,14 @@ async fn read_exactly(s: &mut DuplexStream, n: usize) -> Vec<u8> {
     b
 }
 
+/// How the relay ended (within a few seconds).
+async fn ended(task: tokio::task::JoinHandle<Relayed>) -> Relayed {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the relay ends in time")
+        .expect("the relay task")
+}
+
 /// Nothing more arrives within a short while.
 async fn quiet(s: &mut DuplexStream) {
     let mut b = [0u8; 1];
@@ -105,10 +113,7 @@ async fn an_idle_tunnel_ends_after_the_idle_bound() {
         drain: Duration::from_secs(5),
     };
     let (_c, _u, _tx, task) = start(true, bounds, (Vec::new(), Vec::new()));
-    let r = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("ends")
-        .unwrap();
+    let r = ended(task).await;
     assert_eq!(r.end, End::Idle);
 }
 
@@ -140,10 +145,7 @@ async fn drain_closes_both_sides_at_frame_boundaries_with_1001() {
     // Both answer with their close frames: the tunnel ends, drained.
     c.write_all(&masked(0x8, &[0x03, 0xe9])).await.unwrap();
     u.write_all(&frame(0x8, &[0x03, 0xe9])).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("drained in time")
-        .unwrap();
+    let r = ended(task).await;
     assert_eq!(r.end, End::Drained);
     // The late client frame never reached the upstream: only the end follows.
     let mut rest = Vec::new();
@@ -161,10 +163,7 @@ async fn a_drain_nobody_answers_ends_at_its_bound() {
     tx.send(true).unwrap();
     assert_eq!(read_exactly(&mut c, 4).await, GOING_AWAY_TO_CLIENT);
     assert_eq!(read_exactly(&mut u, 8).await[..2], [0x88, 0x82]);
-    let r = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("ends")
-        .unwrap();
+    let r = ended(task).await;
     assert_eq!(r.end, End::DrainTimeout);
 }
 
@@ -180,10 +179,7 @@ async fn a_close_handshake_under_way_is_not_doubled() {
     assert_eq!(read_exactly(&mut c, 4).await, GOING_AWAY_TO_CLIENT);
     quiet(&mut u).await;
     u.write_all(&frame(0x8, &[0x03, 0xe8])).await.unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("ends")
-        .unwrap();
+    let r = ended(task).await;
     assert_eq!(r.end, End::Drained);
 }
 
@@ -191,10 +187,7 @@ async fn a_close_handshake_under_way_is_not_doubled() {
 async fn another_protocol_is_closed_at_once_at_shutdown() {
     let (_c, _u, tx, task) = start(false, long(), (Vec::new(), Vec::new()));
     tx.send(true).unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("ends")
-        .unwrap();
+    let r = ended(task).await;
     assert_eq!(r.end, End::Drained);
 }
 
